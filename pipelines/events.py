@@ -1,0 +1,84 @@
+"""Typed events the engine reports while it runs, and the result it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Union
+
+import numpy as np
+
+from .request import GenerationRequest
+
+Expert = Literal["high-noise", "low-noise", "single"]
+
+EXPERT_ROLES: dict[str, str] = {
+    "high-noise": "layout and motion",
+    "low-noise": "detail",
+    "single": "denoising",
+}
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A denoising step has finished (`index` counts from 1)."""
+
+    index: int
+    total: int
+    expert: Expert
+    timestep: float
+    elapsed_s: float
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class PreviewEvent:
+    """Preview frames after a step: uint8 array (frames, height, width, 3), longest side small."""
+
+    index: int
+    total: int
+    expert: Expert
+    frames: np.ndarray = field(repr=False)
+    decoded: bool = False  # True when made with the real VAE, not the linear projection
+
+
+@dataclass(frozen=True)
+class DecodingEvent:
+    """Denoising is over; the VAE is decoding the final latents."""
+
+    total: int
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Frames of a finished run plus everything needed to store it."""
+
+    request: GenerationRequest
+    frames: np.ndarray = field(repr=False)  # uint8 (frames, height, width, 3)
+    weights_source: str
+    notices: tuple[str, ...]
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """The run finished and produced `result`."""
+
+    result: GenerationResult
+
+
+@dataclass(frozen=True)
+class FailedEvent:
+    """The run failed; `message` is meant for the user."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class CancelledEvent:
+    """The run was cancelled after `steps_done` steps; nothing was decoded."""
+
+    steps_done: int
+
+
+Event = Union[StepEvent, PreviewEvent, DecodingEvent, DoneEvent, FailedEvent, CancelledEvent]
+EventSink = Callable[[Event], None]
