@@ -1,0 +1,157 @@
+"""Form widget values <-> GenerationRequest: the one place that maps controls to request fields.
+
+The UI passes its form widgets in `FORM_FIELDS` order; handlers zip them into a dict with
+`form_dict`, and everything else works with names, never positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from pipelines.errors import RequestError
+from pipelines.prompting import VOCABULARY, CinematicControls, compose_prompt
+from pipelines.request import (DEFAULT_NEGATIVE_PROMPT, GenerationRequest, ValidatedRequest,
+                               VariantDefaults, build_request)
+from pipelines.variants import VARIANTS, get_variant
+
+CONTROL_FIELDS: tuple[str, ...] = tuple(VOCABULARY)
+SETTING_FIELDS: tuple[str, ...] = ("variant", "prompt", "negative_prompt", "image", "width", "height",
+                                   "frames", "steps", "seed", "guidance", "guidance_low", "flow_shift")
+FORM_FIELDS: tuple[str, ...] = SETTING_FIELDS + CONTROL_FIELDS
+
+# build_request's field names -> the form control that shows the message
+ERROR_TARGETS: dict[str, str] = {"image_path": "image", "fps": "frames", "preview.max_side": "steps",
+                                 "preview.decode_every": "steps"}
+ERROR_FIELDS: tuple[str, ...] = ("variant", "prompt", "negative_prompt", "image", "width", "height",
+                                 "frames", "steps", "seed", "guidance", "guidance_low", "flow_shift",
+                                 "controls")
+STUDIO_KEY = "studio"  # extra key in the stored request dict: the user's text and the controls
+RANDOM_SEED = -1
+CUSTOM = "custom"
+
+
+@dataclass(frozen=True)
+class FormRequest:
+    """A validated request plus what the form held: the user's own text and the controls."""
+
+    request: GenerationRequest
+    notices: tuple[str, ...]
+    user_prompt: str
+    controls: CinematicControls
+
+    def stored_dict(self) -> dict[str, Any]:
+        """The request as stored on the take and in the MP4: the request plus the form's extras."""
+        return {**self.request.to_dict(),
+                STUDIO_KEY: {"user_prompt": self.user_prompt, "controls": self.controls.to_dict()}}
+
+
+def form_dict(values: Sequence[Any]) -> dict[str, Any]:
+    """Zip widget values given in `FORM_FIELDS` order into a dict."""
+    if len(values) != len(FORM_FIELDS):
+        raise ValueError(f"Expected {len(FORM_FIELDS)} form values, got {len(values)}.")
+    return dict(zip(FORM_FIELDS, values))
+
+
+def controls_from_form(form: Mapping[str, Any]) -> CinematicControls:
+    """The cinematic controls chosen in the form (RequestError on a value outside the vocabulary)."""
+    try:
+        return CinematicControls.from_dict({k: form.get(k) for k in CONTROL_FIELDS})
+    except ValueError as exc:
+        raise RequestError(str(exc), "controls") from None
+
+
+def image_mode(variant_id: str, image: str | None) -> bool:
+    """Whether a run animates a start image (i2v always; ti2v when an image is given)."""
+    try:
+        spec = get_variant(variant_id)
+    except ValueError:
+        return False
+    return spec.image_input == "required" or (spec.image_input == "optional" and bool(image))
+
+
+def final_prompt(form: Mapping[str, Any]) -> str:
+    """The prompt that will be sent: the user's text composed with the chosen controls."""
+    controls = controls_from_form(form)
+    return compose_prompt(str(form.get("prompt") or ""), controls,
+                          image_mode(str(form.get("variant") or ""), form.get("image")))
+
+
+def request_from_form(form: Mapping[str, Any], defaults: VariantDefaults | None) -> FormRequest:
+    """Validate the form into a request; raises RequestError naming the form control at fault."""
+    controls = controls_from_form(form)
+    raw = {name: form.get(name) for name in SETTING_FIELDS if name != "image"}
+    raw["prompt"] = final_prompt(form)
+    raw["image_path"] = form.get("image") or None
+    if raw.get("negative_prompt") is None:
+        raw["negative_prompt"] = DEFAULT_NEGATIVE_PROMPT
+    variant_id = str(form.get("variant") or "")
+    if variant_id in VARIANTS and get_variant(variant_id).experts == 1:
+        raw.pop("guidance_low")
+    try:
+        validated: ValidatedRequest = build_request(raw, defaults)
+    except RequestError as exc:
+        raise RequestError(str(exc), ERROR_TARGETS.get(exc.field or "", exc.field)) from None
+    return FormRequest(validated.request, validated.notices, str(form.get("prompt") or "").strip(),
+                       controls)
+
+
+def size_presets(variant_id: str, defaults: VariantDefaults) -> list[str]:
+    """Size choices ("WxH") for a variant: its defaults first, then the official sizes, then custom."""
+    spec = get_variant(variant_id)
+    sizes = [(defaults.width, defaults.height), *spec.sizes]
+    labels = list(dict.fromkeys(f"{w}x{h}" for w, h in sizes))
+    return labels + [CUSTOM]
+
+
+def frame_presets(defaults: VariantDefaults) -> list[int]:
+    """Valid (4n+1) frame counts to pick from, including the variant's default."""
+    return sorted({defaults.frames, 17, 33, 49, 81, 121} - {0})
+
+
+def parse_size(label: str) -> tuple[int, int] | None:
+    """("832x480") -> (832, 480); None for "custom" or anything else."""
+    width, sep, height = str(label or "").partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        return None
+    return int(width), int(height)
+
+
+def form_for_variant(variant_id: str, defaults: VariantDefaults) -> dict[str, Any]:
+    """Widget values when switching to a variant: its (official or weights-declared) defaults."""
+    spec = get_variant(variant_id)
+    return {"width": defaults.width, "height": defaults.height, "frames": defaults.frames,
+            "steps": defaults.steps, "guidance": defaults.guidance,
+            "guidance_low": defaults.guidance_low if spec.experts == 2 else None,
+            "flow_shift": defaults.flow_shift, "size_preset": f"{defaults.width}x{defaults.height}"}
+
+
+def form_from_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """Form values that reproduce a stored take's settings ("remix"), controls included."""
+    request = GenerationRequest.from_dict(stored)
+    extras = stored.get(STUDIO_KEY) or {}
+    controls = extras.get("controls") or {}
+    values: dict[str, Any] = {
+        "variant": request.variant,
+        "prompt": extras.get("user_prompt", request.prompt) if extras else request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "image": request.image_path,
+        "width": request.width, "height": request.height, "frames": request.frames,
+        "steps": request.steps, "seed": request.seed, "guidance": request.guidance,
+        "guidance_low": request.guidance_low, "flow_shift": request.flow_shift,
+    }
+    for name in CONTROL_FIELDS:
+        values[name] = controls.get(name)
+    return values
+
+
+def settings_summary(stored: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows describing a stored request, for the take detail panel."""
+    request = GenerationRequest.from_dict(stored)
+    guidance = f"{request.guidance:g}" + (f" / {request.guidance_low:g}"
+                                          if request.guidance_low is not None else "")
+    return [("Variant", request.variant), ("Size", f"{request.width}x{request.height}"),
+            ("Frames", f"{request.frames} at {request.fps} fps"), ("Steps", str(request.steps)),
+            ("Seed", str(request.seed)), ("Guidance (high / low)" if request.guidance_low is not None
+                                          else "Guidance", guidance),
+            ("Flow shift", f"{request.flow_shift:g}"), ("Prompt", request.prompt)]
