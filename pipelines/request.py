@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from .errors import RequestError
+from .images import check_image
 from .variants import VariantSpec, get_variant
 
 DEFAULT_NEGATIVE_PROMPT = (
@@ -137,10 +138,15 @@ def _number(raw: Any, name: str, kind: type) -> Any:
     return value
 
 
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
 def _in_range(value: float, low: float, high: float, name: str, hint: str = "") -> None:
     if not low <= value <= high:
         extra = f" {hint}" if hint else ""
-        raise RequestError(f"{name} must be between {low:g} and {high:g}, got {value:g}.{extra}", name)
+        raise RequestError(
+            f"{name} must be between {_fmt(low)} and {_fmt(high)}, got {_fmt(value)}.{extra}", name)
 
 
 def build_request(
@@ -175,6 +181,8 @@ def build_request(
         )
     if spec.image_input == "required" and not image_path:
         raise RequestError(f"{spec.id} needs a start image; upload one.", "image_path")
+    if image_path:
+        check_image(image_path)
     if not prompt and spec.image_input != "required":
         raise RequestError("Write a prompt: describe the subject, the scene and the motion.", "prompt")
     negative = raw.get("negative_prompt")
