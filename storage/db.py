@@ -1,0 +1,186 @@
+"""The database: our own SQLite engine (WAL, foreign keys, busy timeout), migrations, sessions."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import filehooks
+from .errors import StorageError
+from .media import MediaStore
+from .paths import DB_FILENAME, MEDIA_DIRNAME
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT_MS = 15_000
+_BEGIN_OPTION = "storage_begin"
+
+
+def make_engine(path: Path, *, foreign_keys: bool = True) -> Engine:
+    """A SQLAlchemy engine for one SQLite file, set up by a connect listener."""
+    engine = create_engine(
+        f"sqlite+pysqlite:///{path}",
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        pool_size=8,
+        max_overflow=8,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Autocommit at the driver level: SQLAlchemy's "begin" event below emits BEGIN itself,
+        # so DDL is transactional and every write transaction takes the write lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            log.warning("SQLite kept journal mode %r for %s (WAL unsupported here).", mode, path)
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # IMMEDIATE: a transaction that reads then writes cannot hit an unretryable SQLITE_BUSY.
+        mode = connection.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def alembic_config(connection: Any | None = None) -> Config:
+    """An Alembic config pointing at storage/migrations, optionally bound to a connection."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def known_revisions() -> set[str]:
+    """Every migration revision this version of the studio ships."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def check_existing_file(path: Path) -> None:
+    """Refuse, read-only and before anything writes, a damaged, foreign or newer database file."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise StorageError(f"{path} is not a file; move it aside or choose another data folder.")
+    if path.stat().st_size == 0:
+        return
+    untouched = "it was left untouched"
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            problems = [row[0] for row in con.execute("PRAGMA quick_check")]
+            tables = {row[0] for row in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+            revisions = ([row[0] for row in con.execute("SELECT version_num FROM alembic_version")]
+                         if "alembic_version" in tables else [])
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"The database {path} cannot be read ({exc}); {untouched}: restore a "
+                           "backup or move it aside to start afresh.") from exc
+    if problems != ["ok"]:
+        raise StorageError(f"The database {path} is damaged ({problems[0]}); {untouched}: restore "
+                           "a backup or move it aside to start afresh.")
+    if tables and "alembic_version" not in tables:
+        raise StorageError(f"{path} is not a Wan Studio database; {untouched}: choose another "
+                           "data folder.")
+    unknown = sorted(set(revisions) - known_revisions())
+    if unknown:
+        raise StorageError(f"The database {path} was written by a newer Wan Studio (schema "
+                           f"{', '.join(unknown)}); {untouched}: upgrade Wan Studio or use another "
+                           "data folder.")
+
+
+def upgrade(path: Path) -> None:
+    """Apply every migration up to head, in one transaction, with foreign keys off (batch mode)."""
+    engine = make_engine(path, foreign_keys=False)
+    try:
+        with engine.connect() as connection:
+            command.upgrade(alembic_config(connection), "head")
+    finally:
+        engine.dispose()
+
+
+class Database:
+    """One data folder: `studio.db` (SQLite through SQLAlchemy) plus the media store."""
+
+    def __init__(self, data_dir: Path, engine: Engine, media: MediaStore) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / DB_FILENAME
+        self.engine = engine
+        self.media = media
+        self._sessions = sessionmaker(bind=engine, autobegin=False, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            bind=engine.execution_options(**{_BEGIN_OPTION: "DEFERRED"}),
+            autobegin=False, expire_on_commit=False)
+        filehooks.install(self._sessions, media)
+        filehooks.install(self._read_sessions, media)
+        self.recovered: list[int] = []
+
+    @classmethod
+    def open(cls, data_dir: str | Path) -> "Database":
+        """Create the folder if needed, check and migrate the file, and recover interrupted takes."""
+        data_dir = Path(data_dir)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"Cannot create the data folder {data_dir} ({exc.strerror}); "
+                               "choose another with --data-dir.") from exc
+        if not data_dir.is_dir():
+            raise StorageError(f"The data folder {data_dir} is not a folder; choose another with --data-dir.")
+        path = data_dir / DB_FILENAME
+        check_existing_file(path)
+        try:
+            upgrade(path)
+        except sqlite3.Error as exc:
+            raise StorageError(f"Could not prepare the database {path} ({exc}).") from exc
+        except Exception as exc:  # SQLAlchemy wraps driver errors
+            if isinstance(getattr(exc, "orig", None), sqlite3.Error):
+                raise StorageError(f"Could not prepare the database {path} ({exc.orig}).") from exc
+            raise
+        database = cls(data_dir, make_engine(path), MediaStore(data_dir / MEDIA_DIRNAME))
+        database.recovered = database.recover_interrupted()
+        return database
+
+    def session(self) -> Session:
+        """A session for writes: `with db.session() as s, s.begin(): ...` (no autobegin)."""
+        return self._sessions()
+
+    def read_session(self) -> Session:
+        """A session for reads that never waits on writers: `with db.read_session() as s, s.begin():`."""
+        return self._read_sessions()
+
+    def recover_interrupted(self) -> list[int]:
+        """Mark takes left pending or running as interrupted and remove their partial files."""
+        from .repositories import interrupt_unfinished
+
+        self.media.sweep_temp_files()
+        with self.session() as session, session.begin():
+            return interrupt_unfinished(session)
+
+    def close(self) -> None:
+        """Release every connection (the files stay as they are)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,227 @@
+"""The media folder: generated names, atomic writes, and paths that cannot escape it."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Literal, Union
+
+from .errors import InvalidInputError, MediaPathError, StorageError
+
+MediaKind = Literal["video", "poster", "image"]
+# A file to store: its bytes, the path of a file to copy, or an open binary stream.
+Source = Union[bytes, str, "os.PathLike[str]", BinaryIO]
+
+TEMP_PREFIX = ".tmp-"
+_STEMS: dict[str, str] = {"video": "video", "poster": "poster", "image": "input"}
+_ACCEPTED: dict[str, tuple[str, ...]] = {
+    "video": (".mp4",),
+    "poster": (".jpg", ".png", ".webp"),
+    "image": (".png", ".jpg", ".webp"),
+}
+_COPY_CHUNK = 1 << 20
+
+
+def sniff_suffix(head: bytes) -> str | None:
+    """The file suffix its first bytes announce (MP4, PNG, JPEG, WebP), or None."""
+    if head[4:8] == b"ftyp":
+        return ".mp4"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ".png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ".webp"
+    return None
+
+
+class MediaStore:
+    """Owns `<data>/media`: `p<project>/t<take>/{video.mp4, poster.jpg, input.png}`."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        root_path = Path(root)
+        try:
+            root_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"Cannot create the media folder {root_path}: {exc.strerror}.") from exc
+        self.root = Path(os.path.realpath(root_path))
+
+    # Layout -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def project_relative(project_id: int) -> str:
+        """The relative folder of a project's media."""
+        return f"p{int(project_id)}"
+
+    @staticmethod
+    def take_relative(project_id: int, take_id: int) -> str:
+        """The relative folder of a take's media."""
+        return f"p{int(project_id)}/t{int(take_id)}"
+
+    def take_dir(self, project_id: int, take_id: int) -> Path:
+        """The absolute folder of a take's media (it may not exist yet)."""
+        return self.root / self.take_relative(project_id, take_id)
+
+    def project_dir(self, project_id: int) -> Path:
+        """The absolute folder of a project's media (it may not exist yet)."""
+        return self.root / self.project_relative(project_id)
+
+    # Resolving ----------------------------------------------------------------------------------
+
+    def resolve(self, relative: str) -> Path:
+        """The absolute path of a stored relative path, refusing anything outside the media folder."""
+        if not isinstance(relative, str) or not relative:
+            raise MediaPathError("A media path must be a non-empty relative path.")
+        if "\x00" in relative or "\\" in relative:
+            raise MediaPathError("A media path may not contain NUL or backslash characters.")
+        pure = PurePosixPath(relative)
+        if pure.is_absolute() or (len(relative) > 1 and relative[1] == ":"):
+            raise MediaPathError("A media path must be relative to the media folder.")
+        if any(part in ("", ".", "..") for part in relative.split("/")):
+            raise MediaPathError("A media path may not contain '.', '..' or empty parts.")
+        candidate = self.root.joinpath(*pure.parts)
+        real = Path(os.path.realpath(candidate))
+        if real != self.root and self.root not in real.parents:
+            raise MediaPathError("A media path may not lead outside the media folder.")
+        return real
+
+    def exists(self, relative: str | None) -> bool:
+        """True when a stored path names a regular file inside the media folder."""
+        if relative is None:
+            return False
+        try:
+            return self.resolve(relative).is_file()
+        except MediaPathError:
+            return False
+
+    # Writing ------------------------------------------------------------------------------------
+
+    def relative_for(self, project_id: int, take_id: int, kind: MediaKind, suffix: str) -> str:
+        """The generated relative path for a take's file of this kind and suffix."""
+        if kind not in _STEMS:
+            raise InvalidInputError(f"Unknown media kind {kind!r}; use video, poster or image.")
+        if suffix not in _ACCEPTED[kind]:
+            allowed = ", ".join(s.lstrip(".").upper() for s in _ACCEPTED[kind])
+            raise InvalidInputError(f"The {kind} file must be {allowed}.")
+        return f"{self.take_relative(project_id, take_id)}/{_STEMS[kind]}{suffix}"
+
+    def write(self, project_id: int, take_id: int, kind: MediaKind, source: Source) -> str:
+        """Store a take's file atomically under its generated name; returns the relative path."""
+        with _open_source(source) as stream:
+            head = stream.read(16)
+            suffix = sniff_suffix(head)
+            if suffix is None:
+                allowed = ", ".join(s.lstrip(".").upper() for s in _ACCEPTED.get(kind, ()))
+                raise InvalidInputError(f"The {kind} file is not a recognised {allowed or 'media'} file.")
+            relative = self.relative_for(project_id, take_id, kind, suffix)
+            target = self.resolve(relative)
+            _atomic_copy(stream, head, target)
+        return relative
+
+    # Removing -----------------------------------------------------------------------------------
+
+    def remove(self, relative: str) -> None:
+        """Remove one stored file or folder (missing is fine)."""
+        try:
+            path = self.resolve(relative)
+        except MediaPathError:
+            return
+        if path == self.root:
+            raise MediaPathError("Refusing to remove the whole media folder.")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        _remove_empty_parents(path.parent, self.root)
+
+    def remove_take_files(self, project_id: int, take_id: int, keep: tuple[str, ...] = ()) -> None:
+        """Remove a take's files, except the relative paths in `keep`."""
+        folder = self.take_dir(project_id, take_id)
+        if not folder.is_dir():
+            return
+        kept = {self.resolve(k) for k in keep if self.exists(k)}
+        for entry in folder.iterdir():
+            if entry in kept:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        if not kept:
+            self.remove(self.take_relative(project_id, take_id))
+
+    def remove_project_files(self, project_id: int) -> None:
+        """Remove every file of a project."""
+        self.remove(self.project_relative(project_id))
+
+    def sweep_temp_files(self) -> int:
+        """Remove temporary files left by writes that never finished; returns how many."""
+        removed = 0
+        for path in self.root.rglob(f"{TEMP_PREFIX}*"):
+            if path.is_file() or path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+@contextmanager
+def _open_source(source: Source) -> Iterator[BinaryIO]:
+    """Open bytes, a file path or a binary stream for reading."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        yield io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidInputError(f"The media file {path.name!r} does not exist or is not a file.")
+        with open(path, "rb") as stream:
+            yield stream
+    elif hasattr(source, "read"):
+        yield source
+    else:
+        raise InvalidInputError("A media file must be given as bytes, a file path or a binary stream.")
+
+
+def _atomic_copy(stream: BinaryIO, head: bytes, target: Path) -> None:
+    """Write `head` then the rest of `stream` to a temporary file beside `target`, then rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{target.name}")
+    try:
+        with open(temp, "xb") as out:
+            out.write(head)
+            shutil.copyfileobj(stream, out, _COPY_CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: some platforms cannot open folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    """Remove now-empty folders between `folder` and the media root."""
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent

@@ -1,0 +1,98 @@
+"""Frozen records that repositories return: plain values, safe to keep after the session ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+
+class TakeStatus(str, Enum):
+    """Where a take is in its life (compares equal to its plain string value)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ParentKind = Literal["remix", "continue"]
+PARENT_KINDS: tuple[str, ...] = ("remix", "continue")
+
+# Which status each status may move to; the terminal ones move nowhere.
+TRANSITIONS: dict[TakeStatus, frozenset[TakeStatus]] = {
+    TakeStatus.PENDING: frozenset({TakeStatus.RUNNING, TakeStatus.FAILED, TakeStatus.CANCELLED,
+                                   TakeStatus.INTERRUPTED}),
+    TakeStatus.RUNNING: frozenset({TakeStatus.COMPLETED, TakeStatus.FAILED, TakeStatus.CANCELLED,
+                                   TakeStatus.INTERRUPTED}),
+    TakeStatus.COMPLETED: frozenset(),
+    TakeStatus.FAILED: frozenset(),
+    TakeStatus.CANCELLED: frozenset(),
+    TakeStatus.INTERRUPTED: frozenset(),
+}
+UNFINISHED: tuple[TakeStatus, ...] = (TakeStatus.PENDING, TakeStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    """A project of one owner, with how many takes it holds."""
+
+    id: int
+    owner: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    take_count: int
+
+
+@dataclass(frozen=True)
+class TakeRecord:
+    """One generation and its outcome; media paths are relative to the media folder."""
+
+    id: int
+    project_id: int
+    owner: str
+    request: dict[str, Any]  # a fresh copy per record: GenerationRequest.from_dict(record.request)
+    variant: str
+    seed: int | None
+    prompt: str
+    status: TakeStatus
+    error: str | None
+    step: int
+    total_steps: int | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    video_path: str | None
+    poster_path: str | None
+    image_path: str | None
+    parent_id: int | None
+    parent_kind: ParentKind | None
+    favourite: bool
+    media_missing: bool  # a file this row names is not on disk
+
+    @property
+    def finished(self) -> bool:
+        """True once the take can no longer change status."""
+        return not TRANSITIONS[self.status]
+
+
+@dataclass(frozen=True)
+class ShareLinkRecord:
+    """A share token for one take; `revoked_at` is set once it stops working."""
+
+    token: str
+    take_id: int
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        """True while the link still opens its take."""
+        return self.revoked_at is None
