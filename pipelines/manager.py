@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,15 @@ from .variants import VARIANTS, VariantSpec, get_variant
 log = logging.getLogger(__name__)
 
 DEMO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "demo"
+DEMO_ENV = "WAN_STUDIO_DEMO_WEIGHTS"  # "off" disables the bundled demo weights; a path replaces them
+
+
+def default_demo_dir() -> Path | None:
+    """The bundled demo weights folder, unless WAN_STUDIO_DEMO_WEIGHTS turns it off or moves it."""
+    setting = os.environ.get(DEMO_ENV, "").strip()
+    if setting.lower() in ("off", "0", "false", "no"):
+        return None
+    return Path(setting).expanduser() if setting else DEMO_WEIGHTS_DIR
 
 
 @dataclass(frozen=True)
@@ -101,12 +111,14 @@ class ModelManager:
 
     def __init__(self, weights: Mapping[str, str] | None, cache_dir: Path,
                  device: str | None = None, vae_tiling: bool = False,
-                 demo_dir: Path | None = DEMO_WEIGHTS_DIR) -> None:
+                 demo_dir: Path | None | Literal["default"] = "default") -> None:
         self._sources: dict[str, str] = {}
         for variant_id, source in (weights or {}).items():
             get_variant(variant_id)
             self._sources[variant_id] = str(source)
         self._demo: set[str] = set()
+        if demo_dir == "default":
+            demo_dir = default_demo_dir()
         if demo_dir is not None:
             for variant_id in VARIANTS:
                 folder = Path(demo_dir) / variant_id

@@ -1,0 +1,215 @@
+"""generate(): run a Wan2.2 diffusers pipeline for one request and report typed events.
+
+The denoising loop is diffusers' own (WanPipeline / WanImageToVideoPipeline). The engine adds:
+the flow shift set explicitly per run, step events naming the expert at work, previews from each
+step's x0 estimate, a cancel that stops within one step without decoding, and messages a user
+can act on when something fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from .errors import GenerationCancelled, StudioError
+from .events import (CancelledEvent, DecodingEvent, DoneEvent, EventSink, Expert, FailedEvent,
+                     GenerationResult, PreviewEvent, StepEvent)
+from .images import load_start_image
+from .manager import LoadedModel, ModelManager
+from .request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+MAX_SEQUENCE_LENGTH = 512  # UMT5 tokens the Wan text encoder reads
+
+
+class _Stop(Exception):
+    """Raised from the step callback to leave diffusers' loop at once."""
+
+    def __init__(self, steps_done: int) -> None:
+        super().__init__(steps_done)
+        self.steps_done = steps_done
+
+
+def expert_for(timestep: float, boundary: float | None) -> Expert:
+    """Which expert diffusers runs at `timestep`: the same rule as its denoising loop."""
+    if boundary is None:
+        return "single"
+    return "high-noise" if timestep >= boundary else "low-noise"
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] (any leading batch axis of 1) to uint8 (T, H, W, 3)."""
+    frames = np.asarray(frames)
+    while frames.ndim > 4:
+        frames = frames[0]
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def prompt_notices(tokenizer: Any, request: GenerationRequest) -> list[str]:
+    """Notices for prompts longer than the text encoder reads."""
+    notices = []
+    for label, text in (("prompt", request.prompt), ("negative prompt", request.negative_prompt)):
+        if not text:
+            continue
+        count = len(tokenizer(text, add_special_tokens=True)["input_ids"])
+        if count > MAX_SEQUENCE_LENGTH:
+            notices.append(
+                f"The {label} is {count} tokens long; the text encoder reads the first "
+                f"{MAX_SEQUENCE_LENGTH} and the rest was ignored."
+            )
+    return notices
+
+
+class Engine:
+    """Runs requests on the model manager's pipelines."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+        self._projections: dict[str, Any] = {}
+
+    def generate(self, request: GenerationRequest, on_event: EventSink | None = None,
+                 cancel: threading.Event | None = None) -> GenerationResult:
+        """Run one request; events go to `on_event`; setting `cancel` stops within one step."""
+        emit = on_event or (lambda event: None)
+        try:
+            result = self._run(request, emit, cancel or threading.Event())
+        except GenerationCancelled:
+            raise
+        except StudioError as exc:
+            emit(FailedEvent(str(exc)))
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the user as a sentence
+            message = failure_message(exc, request)
+            log.exception("generation failed: %s", message)
+            emit(FailedEvent(message))
+            raise StudioError(message) from exc
+        emit(DoneEvent(result))
+        return result
+
+    def _run(self, request: GenerationRequest, emit: EventSink,
+             cancel: threading.Event) -> GenerationResult:
+        started = time.monotonic()
+        loaded = self.manager.get(request.variant)
+        image = (load_start_image(request.image_path, request.width, request.height)
+                 if request.image_path else None)
+        pipe = loaded.pipeline_for(with_image=image is not None)
+        pipe.scheduler = _with_shift(pipe.scheduler, request.flow_shift)
+        notices = prompt_notices(pipe.tokenizer, request)
+        boundary = _boundary(pipe)
+        projection = self._projection(loaded) if request.preview.enabled else None
+
+        from .previews import capture_x0, decode_preview, preview_frames
+
+        total = request.steps
+        step_times: list[float] = []
+
+        def on_step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            step_times.append(time.monotonic())
+            index = i + 1
+            expert = expert_for(float(t), boundary)
+            denoise_elapsed = step_times[-1] - denoise_started
+            eta = denoise_elapsed / index * (total - index)
+            emit(StepEvent(index, total, expert, float(t), time.monotonic() - started, eta))
+            if cancel.is_set():
+                raise _Stop(index)
+            x0 = tap.latest if tap.latest is not None else kwargs["latents"]
+            every = request.preview.decode_every
+            if every and (index % every == 0 or index == total):
+                frames = decode_preview(pipe.vae, x0, max_side=request.preview.max_side)
+                emit(PreviewEvent(index, total, expert, frames, decoded=True))
+            elif projection is not None:
+                frames = preview_frames(projection, x0, max_side=request.preview.max_side,
+                                        out_size=(request.width, request.height))
+                emit(PreviewEvent(index, total, expert, frames))
+            if cancel.is_set():
+                raise _Stop(index)
+            if index == total:
+                emit(DecodingEvent(total))
+            return {}
+
+        import torch
+
+        kwargs: dict[str, Any] = dict(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            height=request.height,
+            width=request.width,
+            num_frames=request.frames,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            generator=torch.Generator(device="cpu").manual_seed(request.seed),
+            output_type="np",
+            callback_on_step_end=on_step_end,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+        )
+        if boundary is not None and request.guidance_low is not None:
+            kwargs["guidance_scale_2"] = request.guidance_low
+        if image is not None:
+            kwargs["image"] = image
+
+        if cancel.is_set():
+            emit(CancelledEvent(0))
+            raise GenerationCancelled("Cancelled before the first step.")
+        denoise_started = time.monotonic()
+        try:
+            with capture_x0(pipe.scheduler) as tap:
+                output = pipe(**kwargs)
+        except _Stop as stop:
+            pipe.maybe_free_model_hooks()
+            emit(CancelledEvent(stop.steps_done))
+            raise GenerationCancelled(f"Cancelled after {stop.steps_done} of {total} steps.") from None
+        except BaseException:
+            pipe.maybe_free_model_hooks()
+            raise
+        return GenerationResult(
+            request=request,
+            frames=to_uint8(output.frames),
+            weights_source=loaded.source,
+            notices=tuple(notices),
+            elapsed_s=time.monotonic() - started,
+        )
+
+    def _projection(self, loaded: LoadedModel) -> Any:
+        """The latent->RGB preview map for the loaded VAE, fitted once and cached on disk."""
+        from .previews import load_or_fit_projection
+
+        key = f"{loaded.spec.id}:{loaded.source}"
+        if key not in self._projections:
+            self._projections[key] = load_or_fit_projection(
+                loaded.pipe.vae, self.manager.projection_cache(loaded.spec.id))
+        return self._projections[key]
+
+
+def _with_shift(scheduler: Any, shift: float) -> Any:
+    """A fresh scheduler of the same kind with the request's flow shift set explicitly."""
+    config = dict(scheduler.config)
+    if "flow_shift" in config:
+        config["flow_shift"] = shift
+    elif "shift" in config:
+        config["shift"] = shift
+    return type(scheduler).from_config(config)
+
+
+def _boundary(pipe: Any) -> float | None:
+    """The boundary timestep of a two-expert pipeline, as diffusers computes it."""
+    ratio = pipe.config.get("boundary_ratio") if hasattr(pipe.config, "get") else None
+    if ratio is None or getattr(pipe, "transformer_2", None) is None:
+        return None
+    return ratio * pipe.scheduler.config.num_train_timesteps
+
+
+def failure_message(exc: BaseException, request: GenerationRequest) -> str:
+    """One sentence for the user about an unexpected failure."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return (
+            f"Out of memory at {request.width}x{request.height}, {request.frames} frames: try a "
+            "smaller size or fewer frames, or start the studio with VAE tiling on."
+        )
+    return f"Generation failed ({type(exc).__name__}: {exc})."
