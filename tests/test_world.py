@@ -1,0 +1,128 @@
+"""The procedural world: deterministic, physically consistent camera moves, lighting that does
+what the vocabulary says, and captions in the studio's phrasing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from training.captions import caption, vocabulary_words
+from training.measure import brightness, centroid_x, dominant_color, motion, red_minus_blue, subject_area
+from training.world import ClipSpec, render, sample_spec, subject_mask
+
+BASE = ClipSpec(color="red", shape="ball", scene="meadow", motion="still", time="daytime",
+                tone="neutral", light="top light", shot="medium shot",
+                composition="center composition", camera="static camera", seed=7)
+
+
+def with_(**changes: str) -> ClipSpec:
+    return dataclasses.replace(BASE, **changes)
+
+
+def test_same_seed_same_clip_and_spec() -> None:
+    a = sample_spec(np.random.default_rng(3))
+    assert a == sample_spec(np.random.default_rng(3))
+    assert np.array_equal(render(a), render(a))
+    assert sample_spec(np.random.default_rng(4)) != a
+
+
+def test_render_shape_and_range() -> None:
+    clip = render(BASE, frames=9, height=32, width=48)
+    assert clip.shape == (9, 32, 48, 3) and clip.dtype == np.float32
+    assert 0.0 <= clip.min() and clip.max() <= 1.0
+
+
+@pytest.mark.parametrize("frames,height,width", [(0, 64, 64), (17, 4, 64), (17, 64, 2)])
+def test_render_refuses_empty_sizes(frames: int, height: int, width: int) -> None:
+    with pytest.raises(ValueError, match="at least 1 frame"):
+        render(BASE, frames, height, width)
+
+
+def test_unknown_vocabulary_is_refused() -> None:
+    with pytest.raises(ValueError, match="camera must be one of"):
+        with_(camera="dolly zoom")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_pan_left_moves_content_right(seed: int) -> None:
+    _, left = motion(render(with_(camera="pan left", seed=seed)))
+    _, right = motion(render(with_(camera="pan right", seed=seed)))
+    assert left > 0.5 and right < -0.5
+
+
+def test_tilt_up_moves_content_down() -> None:
+    up, _ = motion(render(with_(camera="tilt up")))
+    down, _ = motion(render(with_(camera="tilt down")))
+    assert up > 0.4 and down < -0.4
+
+
+def test_push_in_grows_the_subject_and_pull_back_shrinks_it() -> None:
+    grow = subject_area(subject_mask(with_(camera="push in")))
+    shrink = subject_area(subject_mask(with_(camera="pull back")))
+    assert grow[-1] > 1.5 * grow[0]
+    assert shrink[-1] < 0.7 * shrink[0]
+
+
+def test_static_camera_keeps_the_background_still() -> None:
+    dy, dx = motion(render(with_(camera="static camera")))
+    assert abs(dx) < 0.1 and abs(dy) < 0.1
+
+
+def test_subject_motion_moves_the_subject_in_the_world() -> None:
+    right = subject_mask(with_(motion="right"))
+    assert centroid_x(right[-1:]) > centroid_x(right[:1]) + 0.1
+
+
+def test_warm_tone_raises_red_minus_blue() -> None:
+    warm, cool = render(with_(tone="warm colors")), render(with_(tone="cool colors"))
+    assert red_minus_blue(warm) > red_minus_blue(render(BASE)) > red_minus_blue(cool)
+
+
+def test_time_of_day_sets_brightness() -> None:
+    day, dusk, night = (brightness(render(with_(time=t))) for t in ("daytime", "dusk", "night"))
+    assert day > dusk > night
+
+
+def test_hard_light_has_more_contrast_than_soft() -> None:
+    assert render(with_(light="hard light")).std() > render(with_(light="soft light")).std()
+
+
+def test_side_light_is_a_left_to_right_gradient() -> None:
+    clip = render(with_(light="side light"))
+    assert brightness(clip[:, :, :20]) > 1.3 * brightness(clip[:, :, -20:])
+
+
+def test_shot_size_sets_subject_area() -> None:
+    areas = [subject_area(subject_mask(with_(shot=s))).mean()
+             for s in ("close-up", "medium shot", "wide shot")]
+    assert areas[0] > areas[1] > areas[2]
+
+
+def test_composition_sets_subject_position() -> None:
+    left = centroid_x(subject_mask(with_(composition="left-heavy composition")))
+    right = centroid_x(subject_mask(with_(composition="right-heavy composition")))
+    assert left < 0.4 < 0.6 < right
+
+
+@pytest.mark.parametrize("color", ["red", "orange", "yellow", "green", "blue", "purple"])
+def test_named_colour_is_the_dominant_subject_colour(color: str) -> None:
+    assert dominant_color(render(with_(color=color, shot="close-up"))) == color
+
+
+def test_caption_phrasing_and_vocabulary() -> None:
+    spec = with_(color="orange", camera="pan left", tone="warm colors")
+    text = caption(spec)
+    assert text.startswith("an orange ball, in a green meadow, it stays still, pan left, ")
+    assert "warm colors" in text.split(", ")
+    words = set(vocabulary_words())
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        assert set(caption(sample_spec(rng)).replace(",", " ").split()) <= words
+
+
+def test_caption_dropout_keeps_subject_scene_and_motion() -> None:
+    rng = np.random.default_rng(0)
+    text = caption(with_(), rng=rng, keep=0.0)
+    assert text == "a red ball, in a green meadow, it stays still"
