@@ -162,10 +162,10 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
             handlers.generate, [owner, project_id, lineage, *form],
             [preview, progress, video, current, history, history_ids],
             validator=handlers.validate, concurrency_limit=1, concurrency_id=GENERATION_SLOT,
-            show_progress="minimal", api_visibility="private")
+            show_progress="minimal", api_name="ui_generate", api_visibility="private")
         run.then(lambda: None, None, lineage, queue=False, api_visibility="private")
         cancel.click(handlers.cancel, [owner, current], progress, cancels=[run], queue=False,
-                     api_visibility="private")
+                     api_name="ui_cancel", api_visibility="private")
 
         # -- projects and history -----------------------------------------------------------
         project.input(handlers.switch_project, [owner, project],

@@ -114,7 +114,7 @@ def test_listing_stays_available_while_a_job_runs(served) -> None:
 
 @pytest.mark.parametrize(("args", "words"), [
     ((settings(width="wide"), None), "width must be a number"),
-    ((settings(prompt=""), None), "Write a prompt"),
+    ((settings(prompt="", light_source=""), None), "Write a prompt"),
     ((settings(mood="sad"), None), "Unknown settings: mood"),
     ((settings(image="not a data url"), None), "data URL"),
     ((settings(), "short"), "16-128 characters"),
