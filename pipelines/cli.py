@@ -100,6 +100,7 @@ def run(argv: Sequence[str], data_dir: Path) -> dict[str, Any]:
     raw["preview"] = PreviewSettings(enabled=False, decode_every=0)
     validated = build_request(raw, manager.defaults_for(args.variant))
     request = validated.request
+    manager.get(request.variant)  # load (and check the weights) before the progress bar starts
     for notice in validated.notices:
         print(f"notice: {notice}", file=sys.stderr)
     progress = _Progress(request.steps)
