@@ -1,0 +1,290 @@
+"""Share links: the public `/share/<token>` page, its video and poster by token, and UI handlers.
+
+Mounting (Gradio 6 passes `app_kwargs` to the FastAPI app it creates; routes given there are
+matched before Gradio's own, and `demo.launch()` stays the entry point ZeroGPU hooks):
+
+    demo.launch(app_kwargs={"routes": share_routes(storage_finder(db, media))}, ...)
+
+or `hosting.launch_options(share_routes(...), data_dir)` for the full set of launch keywords.
+
+Handlers for the studio UI (helper C): `create_link(db, owner, take_id, base_url) -> str` (the
+absolute share URL), `revoke_link(db, owner, token_or_url) -> bool`, `load_remix(db, token) ->
+dict | None` (the take's request dict for `/?remix=<token>`), `remix_parent(db, token) ->
+int | None` (the take id to record as the remix's parent). `base_url` comes from
+`hosting.public_base_url(request)`.
+
+Files are only ever found through the token's take record and the media store; nothing in a
+request path is used as a file path. Unknown, revoked and malformed tokens get the same 404 page.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, FileSystemLoader
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from pipelines.errors import StudioError
+from pipelines.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest
+from pipelines.variants import VARIANTS
+from storage import (
+    Database,
+    MediaPathError,
+    NotFoundError,
+    TakeStatus,
+    create_share_link,
+    get_take,
+    resolve_share_link,
+    revoke_share_link,
+)
+
+from . import hosting
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+CSS_PATH = "/share-static/share.css"
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+TITLE_CHARS, DESCRIPTION_CHARS = 70, 200
+
+# No script ever runs on a share page; media and styles come from this origin only.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self'; "
+        "media-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+
+
+class ShareError(StudioError):
+    """A share action could not be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class SharedTake:
+    """What a share page may show: one take's settings and files, nothing about its owner."""
+
+    token: str
+    request: GenerationRequest
+    created_at: datetime
+    video: Path
+    poster: Path | None
+
+
+Finder = Callable[[str], "SharedTake | None"]
+
+
+@lru_cache(maxsize=1)
+def _templates() -> Environment:
+    return Environment(loader=FileSystemLoader(STATIC_DIR), autoescape=True, auto_reload=False)
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` on one line, cut at a word boundary to at most `limit` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: limit - 1]
+    if " " in cut[limit // 2 :]:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+def is_token(value: str) -> bool:
+    """Whether `value` has the shape of a share token (URL-safe base64, bounded length)."""
+    return TOKEN_PATTERN.fullmatch(value) is not None
+
+
+def share_url(base_url: str, token: str) -> str:
+    """The absolute page URL for `token` under `base_url`."""
+    return f"{base_url.rstrip('/')}/share/{token}"
+
+
+def token_from(value: str) -> str:
+    """The token in a share URL or a bare token; raises ShareError when there is none."""
+    text = value.strip()
+    candidate = text
+    if "/" in text:
+        head, _, candidate = urlsplit(text).path.rstrip("/").rpartition("/")
+        if not head.endswith("/share"):
+            candidate = ""
+    if not is_token(candidate):
+        raise ShareError("That is not a share link; paste the URL shown under Share.")
+    return candidate
+
+
+def _settings(request: GenerationRequest) -> list[tuple[str, str]]:
+    seconds = request.frames / request.fps if request.fps else 0
+    rows = [
+        ("Seed", str(request.seed)),
+        ("Size", f"{request.width} × {request.height}"),
+        ("Frames", f"{request.frames} at {request.fps} fps ({seconds:.1f} s)"),
+        ("Steps", str(request.steps)),
+        ("Guidance", f"{request.guidance:g}"),
+    ]
+    if request.guidance_low is not None:
+        rows.append(("Guidance, low-noise expert", f"{request.guidance_low:g}"))
+    rows.append(("Flow shift", f"{request.flow_shift:g}"))
+    if request.image_path:
+        rows.append(("Start image", "yes"))
+    return rows
+
+
+def render_page(take: SharedTake, base_url: str) -> str:
+    """The share page HTML for `take`, with absolute URLs under `base_url` (all text escaped)."""
+    request = take.request
+    page_url = share_url(base_url, take.token)
+    spec = VARIANTS.get(request.variant)
+    made = take.created_at if take.created_at.tzinfo else take.created_at.replace(tzinfo=timezone.utc)
+    negative = request.negative_prompt if request.negative_prompt != DEFAULT_NEGATIVE_PROMPT else ""
+    return _templates().get_template("share.html").render(
+        title=f"{shorten(request.prompt, TITLE_CHARS) or 'Untitled take'} · Wan Studio",
+        description=shorten(request.prompt, DESCRIPTION_CHARS),
+        prompt=request.prompt,
+        negative_prompt=negative,
+        page_url=page_url,
+        video_url=f"{page_url}/video.mp4",
+        poster_url=f"{page_url}/poster" if take.poster is not None else None,
+        css_url=f"{base_url.rstrip('/')}{CSS_PATH}",
+        remix_url=f"{base_url.rstrip('/')}/?remix={take.token}",
+        download_name=f"wan-studio-{request.variant}-{request.seed}.mp4",
+        width=request.width,
+        height=request.height,
+        variant_label=spec.label if spec else request.variant,
+        made_iso=made.astimezone(timezone.utc).isoformat(timespec="seconds"),
+        made_text=made.astimezone(timezone.utc).strftime("%d %b %Y, %H:%M UTC"),
+        settings=_settings(request),
+    )
+
+
+def render_missing(base_url: str) -> str:
+    """The one 404 page for unknown, revoked and malformed links."""
+    return _templates().get_template("share-missing.html").render(css_url=f"{base_url.rstrip('/')}{CSS_PATH}")
+
+
+def share_routes(find: Finder, base_url: Callable[[Request], str] | None = None) -> list[BaseRoute]:
+    """Starlette routes for share pages; `find(token)` returns the take or None."""
+    resolve_base = base_url or (lambda request: hosting.public_base_url(request))
+
+    def lookup(request: Request) -> SharedTake | None:
+        token = request.path_params["token"]
+        return find(token) if is_token(token) else None
+
+    def missing(request: Request) -> Response:
+        return HTMLResponse(render_missing(resolve_base(request)), status_code=404, headers=SECURITY_HEADERS)
+
+    def page(request: Request) -> Response:
+        take = lookup(request)
+        if take is None:
+            return missing(request)
+        return HTMLResponse(render_page(take, resolve_base(request)), headers=SECURITY_HEADERS)
+
+    def video(request: Request) -> Response:
+        take = lookup(request)
+        if take is None or not take.video.is_file():
+            return missing(request)
+        return FileResponse(take.video, media_type="video/mp4", headers=SECURITY_HEADERS)
+
+    def poster(request: Request) -> Response:
+        take = lookup(request)
+        kind = IMAGE_TYPES.get(take.poster.suffix.lower()) if take and take.poster else None
+        if take is None or take.poster is None or kind is None or not take.poster.is_file():
+            return missing(request)
+        return FileResponse(take.poster, media_type=kind, headers=SECURITY_HEADERS)
+
+    def stylesheet(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "share.css", media_type="text/css", headers=SECURITY_HEADERS)
+
+    methods = ["GET", "HEAD"]
+    return [
+        Route("/share/{token}", page, methods=methods),
+        Route("/share/{token}/video.mp4", video, methods=methods),
+        Route("/share/{token}/poster", poster, methods=methods),
+        Route(CSS_PATH, stylesheet, methods=methods),
+        Route("/share/{rest:path}", missing, methods=methods),  # every other /share/... path
+    ]
+
+
+
+def storage_finder(db: Database) -> Finder:
+    """A finder over the studio's storage: active link, completed take, files inside the media folder."""
+
+    def find(token: str) -> SharedTake | None:
+        with db.read_session() as session, session.begin():
+            take = resolve_share_link(session, token)
+        if take is None or take.status != TakeStatus.COMPLETED or take.video_path is None:
+            return None
+        try:
+            video = db.media.resolve(take.video_path)
+            poster = db.media.resolve(take.poster_path) if take.poster_path else None
+        except MediaPathError:
+            return None
+        made = take.finished_at or take.queued_at
+        return SharedTake(token, GenerationRequest.from_dict(take.request), made, video, poster)
+
+    return find
+
+
+def create_link(db: Database, owner: str, take_id: int, base_url: str) -> str:
+    """Share one of `owner`'s finished takes; returns the absolute page URL (the take's live link
+    when it already has one: storage keeps one active link per take until it is revoked)."""
+    with db.session() as session, session.begin():
+        take = get_take(session, owner, take_id)
+        if take is None:
+            raise ShareError("That take is not in your projects, so it cannot be shared.")
+        if take.status != TakeStatus.COMPLETED or take.video_path is None or take.media_missing:
+            raise ShareError("Only a finished take with its video can be shared; wait for it to complete.")
+        link = create_share_link(session, owner, take_id)
+    return share_url(base_url, link.token)
+
+
+def revoke_link(db: Database, owner: str, token_or_url: str) -> bool:
+    """End one of `owner`'s share links (a URL or a bare token); False when it was not theirs or unknown."""
+    token = token_from(token_or_url)
+    try:
+        with db.session() as session, session.begin():
+            revoke_share_link(session, owner, token)
+    except NotFoundError:
+        return False
+    return True
+
+
+def load_remix(db: Database, token: str) -> dict[str, Any] | None:
+    """The shared take's request dict for `/?remix=<token>`, or None for a link that does not work.
+
+    `image_path`, when the take had a start image, is the absolute path of that image in the media
+    folder so the form can show it; the remix itself is saved in the visitor's own project.
+    """
+    if not is_token(token):
+        return None
+    with db.read_session() as session, session.begin():
+        take = resolve_share_link(session, token)
+    if take is None or take.status != TakeStatus.COMPLETED:
+        return None
+    request = dict(take.request)
+    request["image_path"] = None
+    if take.image_path:
+        try:
+            request["image_path"] = str(db.media.resolve(take.image_path))
+        except MediaPathError:
+            pass
+    return request
+
+
+def remix_parent(db: Database, token: str) -> int | None:
+    """The id of the take behind a working share link: the remix's parent for lineage."""
+    if not is_token(token):
+        return None
+    with db.read_session() as session, session.begin():
+        take = resolve_share_link(session, token)
+    return take.id if take is not None else None
