@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import sqlite3
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; every open recovers
+    fcntl = None  # type: ignore[assignment]
+
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import filehooks
@@ -22,6 +30,7 @@ from .paths import DB_FILENAME, MEDIA_DIRNAME
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+LOCK_FILENAME = "studio.lock"
 BUSY_TIMEOUT_MS = 15_000
 _BEGIN_OPTION = "storage_begin"
 
@@ -66,20 +75,32 @@ def alembic_config(connection: Any | None = None) -> Config:
     return config
 
 
+@functools.cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def known_revisions() -> set[str]:
     """Every migration revision this version of the studio ships."""
-    script = ScriptDirectory.from_config(alembic_config())
-    return {rev.revision for rev in script.walk_revisions()}
+    return {rev.revision for rev in _script().walk_revisions()}
 
 
-def check_existing_file(path: Path) -> None:
-    """Refuse, read-only and before anything writes, a damaged, foreign or newer database file."""
+def head_revisions() -> set[str]:
+    """The revision(s) a fully migrated database is at."""
+    return set(_script().get_heads())
+
+
+def check_existing_file(path: Path) -> set[str]:
+    """Refuse, read-only and before anything writes, a damaged, foreign or newer database file.
+
+    Returns the file's current migration revisions (empty for a new database).
+    """
     if not path.exists():
-        return
+        return set()
     if not path.is_file():
         raise StorageError(f"{path} is not a file; move it aside or choose another data folder.")
     if path.stat().st_size == 0:
-        return
+        return set()
     untouched = "it was left untouched"
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -105,6 +126,7 @@ def check_existing_file(path: Path) -> None:
         raise StorageError(f"The database {path} was written by a newer Wan Studio (schema "
                            f"{', '.join(unknown)}); {untouched}: upgrade Wan Studio or use another "
                            "data folder.")
+    return set(revisions)
 
 
 def upgrade(path: Path) -> None:
@@ -132,6 +154,7 @@ class Database:
         filehooks.install(self._sessions, media)
         filehooks.install(self._read_sessions, media)
         self.recovered: list[int] = []
+        self._lock: _FolderLock | None = None
 
     @classmethod
     def open(cls, data_dir: str | Path) -> "Database":
@@ -145,17 +168,20 @@ class Database:
         if not data_dir.is_dir():
             raise StorageError(f"The data folder {data_dir} is not a folder; choose another with --data-dir.")
         path = data_dir / DB_FILENAME
-        check_existing_file(path)
+        current = check_existing_file(path)
         try:
-            upgrade(path)
-        except sqlite3.Error as exc:
-            raise StorageError(f"Could not prepare the database {path} ({exc}).") from exc
-        except Exception as exc:  # SQLAlchemy wraps driver errors
-            if isinstance(getattr(exc, "orig", None), sqlite3.Error):
-                raise StorageError(f"Could not prepare the database {path} ({exc.orig}).") from exc
-            raise
-        database = cls(data_dir, make_engine(path), MediaStore(data_dir / MEDIA_DIRNAME))
-        database.recovered = database.recover_interrupted()
+            if current != head_revisions():
+                upgrade(path)
+        except (sqlite3.Error, DBAPIError) as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise StorageError(f"Could not prepare the database {path} ({reason}).") from exc
+        media = MediaStore(data_dir / MEDIA_DIRNAME)
+        database = cls(data_dir, make_engine(path), media)
+        database._lock = _FolderLock.try_acquire(data_dir / LOCK_FILENAME)
+        if database._lock is not None:
+            database.recovered = database.recover_interrupted()
+        else:
+            log.warning("Another process has %s open; left its unfinished takes alone.", data_dir)
         return database
 
     def session(self) -> Session:
@@ -175,8 +201,11 @@ class Database:
             return interrupt_unfinished(session)
 
     def close(self) -> None:
-        """Release every connection (the files stay as they are)."""
+        """Release every connection and the folder lock (the files stay as they are)."""
         self.engine.dispose()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> "Database":
         return self
@@ -184,3 +213,27 @@ class Database:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class _FolderLock:
+    """An advisory lock held while a Database is open: only its holder recovers unfinished takes."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def try_acquire(cls, path: Path) -> "_FolderLock | None":
+        """The lock, or None when another open Database (in any process) holds it."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            return cls(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def release(self) -> None:
+        """Let the next Database that opens the folder recover."""
+        os.close(self._fd)  # closing drops the flock

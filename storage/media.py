@@ -6,9 +6,10 @@ import io
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Literal, Union
 
 from .errors import InvalidInputError, MediaPathError, StorageError
@@ -50,6 +51,7 @@ class MediaStore:
         except OSError as exc:
             raise StorageError(f"Cannot create the media folder {root_path}: {exc.strerror}.") from exc
         self.root = Path(os.path.realpath(root_path))
+        self._root_str = str(self.root)
 
     # Layout -------------------------------------------------------------------------------------
 
@@ -74,30 +76,58 @@ class MediaStore:
     # Resolving ----------------------------------------------------------------------------------
 
     def resolve(self, relative: str) -> Path:
-        """The absolute path of a stored relative path, refusing anything outside the media folder."""
-        if not isinstance(relative, str) or not relative:
-            raise MediaPathError("A media path must be a non-empty relative path.")
-        if "\x00" in relative or "\\" in relative:
-            raise MediaPathError("A media path may not contain NUL or backslash characters.")
-        pure = PurePosixPath(relative)
-        if pure.is_absolute() or (len(relative) > 1 and relative[1] == ":"):
-            raise MediaPathError("A media path must be relative to the media folder.")
-        if any(part in ("", ".", "..") for part in relative.split("/")):
-            raise MediaPathError("A media path may not contain '.', '..' or empty parts.")
-        candidate = self.root.joinpath(*pure.parts)
-        real = Path(os.path.realpath(candidate))
-        if real != self.root and self.root not in real.parents:
-            raise MediaPathError("A media path may not lead outside the media folder.")
-        return real
+        """The absolute path of a stored relative path, refusing anything outside the media folder.
 
-    def exists(self, relative: str | None) -> bool:
-        """True when a stored path names a regular file inside the media folder."""
+        Refused: empty, absolute, drive-letter, NUL, backslash, '.', '..' or empty parts, and any
+        symlink on the way (the store never makes links, so one is a sign of tampering).
+        """
+        return Path(self._walk(relative, None)[0])
+
+    def exists(self, relative: str | None, memo: dict[str, int | None] | None = None) -> bool:
+        """True when a stored path names a regular file inside the media folder.
+
+        `memo` (any dict, reused across calls) saves looking at the same folders twice.
+        """
         if relative is None:
             return False
         try:
-            return self.resolve(relative).is_file()
+            mode = self._walk(relative, memo)[1]
         except MediaPathError:
             return False
+        return mode is not None and stat.S_ISREG(mode)
+
+    def _walk(self, relative: str, memo: dict[str, int | None] | None) -> tuple[str, int | None]:
+        """Check a stored path part by part without following links: (absolute path, its lstat mode)."""
+        if not isinstance(relative, str) or not relative:
+            raise MediaPathError("A media path must be a non-empty relative path.")
+        if len(relative) > 1024:
+            raise MediaPathError("A media path may not be longer than 1024 characters.")
+        if "\x00" in relative or "\\" in relative:
+            raise MediaPathError("A media path may not contain NUL or backslash characters.")
+        if relative.startswith("/") or (len(relative) > 1 and relative[1] == ":"):
+            raise MediaPathError("A media path must be relative to the media folder.")
+        parts = relative.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise MediaPathError("A media path may not contain '.', '..' or empty parts.")
+        memo = {} if memo is None else memo
+        current, mode = self._root_str, None
+        for part in parts:
+            current = f"{current}/{part}"
+            if current in memo:
+                mode = memo[current]
+            else:
+                try:
+                    mode = os.lstat(current).st_mode
+                except OSError:
+                    mode = None
+                memo[current] = mode
+            if mode is None:
+                break  # the rest does not exist, so nothing below can lead elsewhere
+            if stat.S_ISLNK(mode):
+                raise MediaPathError("A media path may not lead outside the media folder through a link.")
+        else:
+            return current, mode
+        return f"{self._root_str}/{relative}", None
 
     # Writing ------------------------------------------------------------------------------------
 
@@ -127,13 +157,8 @@ class MediaStore:
 
     def remove(self, relative: str) -> None:
         """Remove one stored file or folder (missing is fine)."""
-        try:
-            path = self.resolve(relative)
-        except MediaPathError:
-            return
-        if path == self.root:
-            raise MediaPathError("Refusing to remove the whole media folder.")
-        if path.is_dir() and not path.is_symlink():
+        path = self.resolve(relative)
+        if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)

@@ -6,11 +6,12 @@ reported exactly as a missing one (`NotFoundError`, or None from `get_*`).
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select
+from sqlalchemy import Row, delete, func, literal, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -40,6 +41,7 @@ from .validation import (
 DEFAULT_PROJECT_NAME = "My project"
 INTERRUPTED_MESSAGE = "The studio stopped before this take finished; generate it again."
 _LINEAGE_MAX_DEPTH = 10_000
+_TAKES = Take.__table__  # reads select plain rows: no identity map, no shared mutable state
 
 # Projects ---------------------------------------------------------------------------------------
 
@@ -232,8 +234,8 @@ def delete_take(session: Session, owner: str, take_id: int) -> None:
 def get_take(session: Session, owner: str, take_id: int) -> TakeRecord | None:
     """The owner's take, or None."""
     owner, take_id = check_owner(owner), check_id(take_id, "take")
-    take = session.scalar(select(Take).where(Take.id == take_id, Take.owner == owner))
-    return None if take is None else _take_record(session, take)
+    row = session.execute(select(_TAKES).where(_TAKES.c.id == take_id, _TAKES.c.owner == owner)).first()
+    return None if row is None else _row_record(row, filehooks.media_of(session), {})
 
 
 def list_takes(
@@ -246,13 +248,19 @@ def list_takes(
 ) -> list[TakeRecord]:
     """The takes of the owner's project, newest first, one page (optionally favourites only)."""
     limit, offset = check_page(limit, offset)
-    project = _project_row(session, owner, project_id)
-    query = select(Take).where(Take.project_id == project.id, Take.owner == project.owner)
+    owner, project_id = check_owner(owner), check_id(project_id, "project")
+    if session.scalar(select(Project.id).where(Project.id == project_id, Project.owner == owner)) is None:
+        raise NotFoundError("That project was not found.")
+    # Page through ids on the covering index first, so a deep offset skips index entries, not rows.
+    page = select(_TAKES.c.id).where(_TAKES.c.project_id == project_id)
     if favourites_only:
-        query = query.where(Take.favourite.is_(True))
-    takes = session.scalars(query.order_by(Take.id.desc()).limit(limit).offset(offset)).all()
-    media = filehooks.media_of(session)
-    return [_take_record(session, take, media) for take in takes]
+        page = page.where(_TAKES.c.favourite.is_(True))
+    page = page.order_by(_TAKES.c.id.desc()).limit(limit).offset(offset)
+    rows = session.execute(
+        select(_TAKES).where(_TAKES.c.id.in_(page.scalar_subquery()), _TAKES.c.owner == owner)
+        .order_by(_TAKES.c.id.desc())).all()
+    media, memo = filehooks.media_of(session), {}
+    return [_row_record(row, media, memo) for row in rows]
 
 
 def lineage(session: Session, owner: str, take_id: int) -> list[TakeRecord]:
@@ -265,13 +273,13 @@ def lineage(session: Session, owner: str, take_id: int) -> list[TakeRecord]:
             .join(start, Take.id == start.c.parent_id)
             .where(Take.owner == owner, start.c.depth < _LINEAGE_MAX_DEPTH))
     ancestors = start.union_all(step)
-    takes = session.scalars(
-        select(Take).join(ancestors, Take.id == ancestors.c.id).order_by(ancestors.c.depth.desc())
+    rows = session.execute(
+        select(_TAKES).join(ancestors, _TAKES.c.id == ancestors.c.id).order_by(ancestors.c.depth.desc())
     ).all()
-    if not takes:
+    if not rows:
         raise NotFoundError("That take was not found.")
-    media = filehooks.media_of(session)
-    return [_take_record(session, take, media) for take in takes]
+    media, memo = filehooks.media_of(session), {}
+    return [_row_record(row, media, memo) for row in rows]
 
 
 def interrupt_unfinished(session: Session) -> list[int]:
@@ -340,10 +348,10 @@ def resolve_share_link(session: Session, token: str) -> TakeRecord | None:
     """The take a live share token opens, for anyone; None when unknown, malformed or revoked."""
     if not is_token_shaped(token):
         return None
-    take = session.scalar(
-        select(Take).join(ShareLink, ShareLink.take_id == Take.id)
-        .where(ShareLink.token == token, ShareLink.revoked_at.is_(None)))
-    return None if take is None else _take_record(session, take)
+    row = session.execute(
+        select(_TAKES).join(ShareLink, ShareLink.take_id == _TAKES.c.id)
+        .where(ShareLink.token == token, ShareLink.revoked_at.is_(None))).first()
+    return None if row is None else _row_record(row, filehooks.media_of(session), {})
 
 
 # Helpers ----------------------------------------------------------------------------------------
@@ -388,30 +396,33 @@ def _project_record(project: Project, take_count: int) -> ProjectRecord:
                          take_count=int(take_count))
 
 
-def _take_record(session: Session, take: Take, media: MediaStore | None = None) -> TakeRecord:
-    media = media or filehooks.media_of(session)
-    paths = (take.video_path, take.poster_path, take.image_path)
+def _take_record(session: Session, take: Take) -> TakeRecord:
+    """The record of an ORM take (after a change); the request is copied, not shared."""
+    values = {column.key: getattr(take, column.key) for column in _TAKES.columns}
+    values["request"] = json.loads(json.dumps(take.request))
+    return _record(values, filehooks.media_of(session), {})
+
+
+def _row_record(row: Row[Any], media: MediaStore, memo: dict[str, int | None]) -> TakeRecord:
+    """The record of a plain result row (reads skip the ORM: each row decodes its own request)."""
+    return _record(row._mapping, media, memo)
+
+
+def _record(values: Mapping[str, Any], media: MediaStore, memo: dict[str, int | None]) -> TakeRecord:
+    paths = (values["video_path"], values["poster_path"], values["image_path"])
     return TakeRecord(
-        id=take.id, project_id=take.project_id, owner=take.owner, request=_copy(take.request),
-        variant=take.variant, seed=take.seed, prompt=take.prompt, status=TakeStatus(take.status),
-        error=take.error, step=take.step, total_steps=take.total_steps, queued_at=take.queued_at,
-        started_at=take.started_at, finished_at=take.finished_at, video_path=take.video_path,
-        poster_path=take.poster_path, image_path=take.image_path, parent_id=take.parent_id,
-        parent_kind=take.parent_kind,  # type: ignore[arg-type]
-        favourite=bool(take.favourite),
-        media_missing=any(p is not None and not media.exists(p) for p in paths),
+        id=values["id"], project_id=values["project_id"], owner=values["owner"],
+        request=values["request"], variant=values["variant"], seed=values["seed"],
+        prompt=values["prompt"], status=TakeStatus(values["status"]), error=values["error"],
+        step=values["step"], total_steps=values["total_steps"], queued_at=values["queued_at"],
+        started_at=values["started_at"], finished_at=values["finished_at"],
+        video_path=paths[0], poster_path=paths[1], image_path=paths[2],
+        parent_id=values["parent_id"], parent_kind=values["parent_kind"],
+        favourite=bool(values["favourite"]),
+        media_missing=any(p is not None and not media.exists(p, memo) for p in paths),
     )
 
 
 def _share_record(link: ShareLink) -> ShareLinkRecord:
     return ShareLinkRecord(token=link.token, take_id=link.take_id, created_at=link.created_at,
                            revoked_at=link.revoked_at)
-
-
-def _copy(value: Any) -> Any:
-    """A deep copy of JSON data, so records never share mutable state with the session."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value

@@ -38,6 +38,6 @@ def downgrade() -> None:
     op.drop_index("ix_takes_project_id_favourite_id", table_name="takes")
     with op.batch_alter_table("takes", recreate="always",
                               table_kwargs={"sqlite_autoincrement": True}) as batch:
-        batch.drop_constraint("ck_takes_step", type_="check")
-        batch.drop_constraint("ck_takes_parent_kind", type_="check")
-        batch.drop_constraint("ck_takes_status", type_="check")
+        batch.drop_constraint("step", type_="check")
+        batch.drop_constraint("parent_kind", type_="check")
+        batch.drop_constraint("status", type_="check")
