@@ -13,8 +13,6 @@ tested under several pretend hosts. For the UI and the composition root:
 - `history_note(data_dir)`: a line for the UI when the Space has no persistent storage (storage's
   `resolve_data_dir` already picks `/data` when it is mounted), else None.
 - `public_base_url(request)`: the absolute base for share links and their preview tags.
-- `launch_options(...)`: the safety-related `demo.launch()` keywords (upload size limit, cache
-  cleaning, allowed paths that never include the data folder, the share routes).
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from pipelines.request import GenerationRequest
@@ -31,8 +29,6 @@ from pipelines.variants import get_variant
 F = TypeVar("F", bound=Callable[..., Any])
 
 SPACE_DATA_DIR = Path("/data")
-MAX_UPLOAD_SIZE = "20mb"
-CACHE_CLEANING = (3600, 3600)  # every hour, delete Gradio cache files older than an hour
 
 # Published single-GPU timings (WAN22.md): seconds per denoising step at a reference token
 # count. Denoising cost grows a little faster than linearly with tokens (the 480p -> 720p
@@ -161,22 +157,3 @@ def public_base_url(request: Any | None = None, env: Mapping[str, str] | None = 
     if base is None:
         raise ValueError("No public URL is known: set WAN_STUDIO_PUBLIC_URL or pass the incoming request.")
     return _checked_base(str(base), "The request's base URL")
-
-
-def launch_options(
-    routes: Sequence[Any],
-    data_dir: Path,
-    allowed_paths: Sequence[Path] = (),
-    max_file_size: str = MAX_UPLOAD_SIZE,
-) -> dict[str, Any]:
-    """Keyword arguments for `demo.launch()`: share routes, upload limit, and safe allowed paths."""
-    data = data_dir.resolve()
-    for path in allowed_paths:
-        resolved = Path(path).resolve()
-        if resolved == data or data.is_relative_to(resolved) or resolved.is_relative_to(data):
-            raise ValueError(f"{path} overlaps the data folder {data_dir}, which must never be served by Gradio.")
-    return {
-        "app_kwargs": {"routes": list(routes)},
-        "max_file_size": max_file_size,
-        "allowed_paths": [str(Path(p).resolve()) for p in allowed_paths],
-    }

@@ -235,6 +235,11 @@ def storage_finder(db: Database) -> Finder:
     return find
 
 
+def studio_share_routes(db: Database) -> list[BaseRoute]:
+    """The share routes over the studio's storage (what `studio.server` mounts)."""
+    return share_routes(storage_finder(db))
+
+
 def create_link(db: Database, owner: str, take_id: int, base_url: str) -> str:
     """Share one of `owner`'s finished takes; returns the absolute page URL (the take's live link
     when it already has one: storage keeps one active link per take until it is revoked)."""

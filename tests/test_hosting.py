@@ -123,7 +123,7 @@ def test_gpu_task_on_zero_gpu_without_spaces_says_what_to_install() -> None:
         hosting.gpu_task(lambda request: None, env={"SPACES_ZERO_GPU": "true"})
 
 
-# --- public URLs and launch options ---------------------------------------------------------------
+# --- public URLs ---------------------------------------------------------------
 
 def test_public_url_prefers_setting_then_space_host_then_request() -> None:
     request = starlette_request("127.0.0.1:7860")
@@ -147,18 +147,6 @@ def test_public_url_reads_through_a_gradio_request() -> None:
 
     wrapped = gr.Request(request=starlette_request("10.0.0.5:7861"))
     assert hosting.public_base_url(wrapped, {}) == "http://10.0.0.5:7861"
-
-
-def test_launch_options_never_allow_the_data_folder(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    static = tmp_path / "static"
-    options = hosting.launch_options(["route"], data, allowed_paths=[static])
-    assert options["app_kwargs"] == {"routes": ["route"]}
-    assert options["allowed_paths"] == [str(static.resolve())]
-    assert options["max_file_size"] == hosting.MAX_UPLOAD_SIZE
-    for bad in (data, data / "media", tmp_path):
-        with pytest.raises(ValueError, match="data folder"):
-            hosting.launch_options([], data, allowed_paths=[bad])
 
 
 # --- Space files --------------------------------------------------------------------------------
