@@ -3,15 +3,15 @@
 Mounting (Gradio 6 passes `app_kwargs` to the FastAPI app it creates; routes given there are
 matched before Gradio's own, and `demo.launch()` stays the entry point ZeroGPU hooks):
 
-    demo.launch(app_kwargs={"routes": share_routes(storage_finder(db, media))}, ...)
-
-or `hosting.launch_options(share_routes(...), data_dir)` for the full set of launch keywords.
+    demo.launch(app_kwargs={"routes": studio_share_routes(db)}, ...)   # studio.server does this
 
 Handlers for the studio UI (helper C): `create_link(db, owner, take_id, base_url) -> str` (the
 absolute share URL), `revoke_link(db, owner, token_or_url) -> bool`, `load_remix(db, token) ->
 dict | None` (the take's request dict for `/?remix=<token>`), `remix_parent(db, token) ->
 int | None` (the take id to record as the remix's parent). `base_url` comes from
-`hosting.public_base_url(request)`.
+`hosting.public_base_url(request)` (a `gr.Request` works). Remix lineage: storage's `add_take`
+only accepts a parent of the same owner, so a visitor's remix of someone else's take cannot yet
+record `remix_parent(...)` as its parent.
 
 Files are only ever found through the token's take record and the media store; nothing in a
 request path is used as a file path. Unknown, revoked and malformed tokens get the same 404 page.
