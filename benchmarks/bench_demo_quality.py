@@ -1,0 +1,227 @@
+"""How good are the demo weights? VAE reconstruction, preview map, control adherence, colours.
+
+    nice -n 10 python benchmarks/bench_demo_quality.py [--variants t2v-a14b ...] [--seeds 32]
+        [--write-scores]
+
+Runs the committed folders in weights/demo through diffusers' own pipelines (fp32 on CPU) with
+each folder's studio defaults and the studio's default negative prompt. Control adherence: for
+each pair, both sides get the same seed and the same rest of the prompt; a pair counts as right
+when the measured property moves the way the control says. Prints a table per variant; with
+--write-scores, also writes scores.json and refreshes the model card in each folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipelines.request import DEFAULT_NEGATIVE_PROMPT  # noqa: E402
+from training.captions import caption  # noqa: E402
+from training.data import HELD_OUT_OFFSET, clip_batch, spec_for  # noqa: E402
+from training.measure import (brightness, centroid_x, color_masks, dominant_color, motion,  # noqa: E402
+                              red_minus_blue, subject_area)
+from training.model_card import write_card  # noqa: E402
+from training.world import COLORS, ClipSpec, render  # noqa: E402
+
+DEMO = ROOT / "weights" / "demo"
+BENCH_OFFSET = 2_000_003  # clip specs for benchmarks, never trained on
+
+
+def subject(clip: np.ndarray, spec: ClipSpec) -> np.ndarray:
+    return color_masks(clip)[spec.color]
+
+
+def growth(clip: np.ndarray, spec: ClipSpec) -> float:
+    area = subject_area(subject(clip, spec))
+    return float((area[-4:].mean() + 1e-4) / (area[:4].mean() + 1e-4))
+
+
+def drift(clip: np.ndarray, spec: ClipSpec) -> float:
+    mask = subject(clip, spec)
+    return centroid_x(mask[-4:]) - centroid_x(mask[:4])
+
+
+# name, field, side A, side B, property(clip, spec_of_side), A should be higher than B
+PAIRS: list[tuple[str, str, str, str, Callable[[np.ndarray, ClipSpec], float]]] = [
+    ("warm vs cool tone (red-blue)", "tone", "warm colors", "cool colors", lambda c, s: red_minus_blue(c)),
+    ("pan left vs right (content dx)", "camera", "pan left", "pan right", lambda c, s: motion(c)[1]),
+    ("push in vs pull back (area growth)", "camera", "push in", "pull back", growth),
+    ("right- vs left-heavy (centroid x)", "composition", "right-heavy composition",
+     "left-heavy composition", lambda c, s: centroid_x(subject(c, s))),
+    ("close-up vs wide (subject area)", "shot", "close-up", "wide shot",
+     lambda c, s: float(subject(c, s).mean())),
+    ("day vs night (brightness)", "time", "daytime", "night", lambda c, s: brightness(c)),
+]
+IMAGE_PAIRS = [PAIRS[1], ("moves right vs left (subject dx)", "motion", "right", "left", drift)]
+
+
+def load(folder: Path, variant: str, image: bool = False):
+    from diffusers import WanImageToVideoPipeline, WanPipeline
+
+    cls = WanImageToVideoPipeline if image or variant == "i2v-a14b" else WanPipeline
+    pipe = cls.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, defaults: dict, prompts: list[str], seeds: list[int], image=None) -> np.ndarray:
+    """uint8 clips (N, T, H, W, 3) for prompts with their seeds (one call per 16)."""
+    out = []
+    for start in range(0, len(prompts), 16):
+        kwargs = dict(
+            prompt=prompts[start:start + 16], negative_prompt=[DEFAULT_NEGATIVE_PROMPT] * len(prompts[start:start + 16]),
+            height=defaults["height"], width=defaults["width"], num_frames=defaults["frames"],
+            num_inference_steps=defaults["steps"], guidance_scale=defaults["guidance"],
+            generator=[torch.Generator().manual_seed(s) for s in seeds[start:start + 16]],
+            output_type="np", max_sequence_length=512,
+        )
+        if defaults.get("guidance_low") is not None and getattr(pipe.config, "boundary_ratio", None):
+            kwargs["guidance_scale_2"] = defaults["guidance_low"]
+        if image is not None:
+            kwargs["image"] = image
+        with torch.no_grad():
+            frames = pipe(**kwargs).frames
+        out.append((np.clip(np.asarray(frames), 0, 1) * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def vae_psnr(pipe, clips: int) -> float:
+    scores = []
+    with torch.no_grad():
+        for i in range(clips):
+            x = clip_batch([HELD_OUT_OFFSET + 500 + i], 17)
+            y = pipe.vae(x).sample.clamp(-1, 1)
+            mse = ((x - y) / 2).pow(2).mean().item()
+            scores.append(10 * np.log10(1 / max(mse, 1e-12)))
+    return float(np.mean(scores))
+
+
+def preview_correlation(pipe, clips: int) -> float:
+    from pipelines.previews import _latent_normalization, fit_projection, preview_frames
+
+    projection = fit_projection(pipe.vae)
+    mean, std = _latent_normalization(pipe.vae)
+    a, b = [], []
+    with torch.no_grad():
+        for i in range(clips):
+            x = clip_batch([HELD_OUT_OFFSET + 700 + i], 17)
+            z = (pipe.vae.encode(x).latent_dist.mode() - mean) / std
+            preview = preview_frames(projection, z, max_side=64, out_size=(64, 64)).astype(np.float32)
+            decoded = ((pipe.vae.decode(z * std + mean).sample[0].clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0).numpy()
+            blocks = [decoded[:1]] + [decoded[1 + 4 * k:5 + 4 * k] for k in range(len(preview) - 1)]
+            target = np.stack([blk.mean(axis=0) for blk in blocks]) * 255
+            a.append(preview.ravel())
+            b.append(target.ravel())
+    return float(np.corrcoef(np.concatenate(a), np.concatenate(b))[0, 1])
+
+
+def adherence(pipe, defaults: dict, pairs, seeds: int, image_mode: bool) -> list[tuple[str, int, int]]:
+    rows = []
+    for name, field, side_a, side_b, measure in pairs:
+        specs_a, specs_b, prompts, images = [], [], [], []
+        for s in range(seeds):
+            base = spec_for(BENCH_OFFSET + s)
+            spec_a = dataclasses.replace(base, **{field: side_a})
+            spec_b = dataclasses.replace(base, **{field: side_b})
+            specs_a.append(spec_a)
+            specs_b.append(spec_b)
+            prompts += [caption(spec_a), caption(spec_b)]
+            if image_mode:
+                images.append(render(base, 1, defaults["height"], defaults["width"])[0])
+        seed_list = [s for s in range(seeds) for _ in range(2)]
+        if image_mode:
+            from PIL import Image
+
+            clips = np.concatenate([
+                generate(pipe, defaults, prompts[2 * s:2 * s + 2], seed_list[2 * s:2 * s + 2],
+                         Image.fromarray((images[s] * 255).round().astype(np.uint8)))
+                for s in range(seeds)])
+        else:
+            clips = generate(pipe, defaults, prompts, seed_list)
+        right = sum(measure(clips[2 * s], specs_a[s]) > measure(clips[2 * s + 1], specs_b[s])
+                    for s in range(seeds))
+        rows.append((name, int(right), seeds))
+        print(f"  {name:40s} {right:3d}/{seeds}", flush=True)
+    return rows
+
+
+def colour_following(pipe, defaults: dict, seeds: int) -> tuple[int, int]:
+    names = list(COLORS)
+    specs = [dataclasses.replace(spec_for(BENCH_OFFSET + 500 + s), color=names[s % len(names)],
+                                 tone="neutral", light="top light", time="daytime",
+                                 shot=("close-up", "medium shot")[s % 2]) for s in range(seeds)]
+    clips = generate(pipe, defaults, [caption(s) for s in specs], list(range(seeds)))
+    right = sum(dominant_color(c) == s.color for c, s in zip(clips, specs))
+    return int(right), seeds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=["t2v-a14b", "i2v-a14b", "ti2v-5b"])
+    parser.add_argument("--seeds", type=int, default=32)
+    parser.add_argument("--vae-clips", type=int, default=16)
+    parser.add_argument("--write-scores", action="store_true")
+    parser.add_argument("--demo-dir", type=Path, default=DEMO)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for variant in args.variants:
+        folder = args.demo_dir / variant
+        if not (folder / "model_index.json").is_file():
+            print(f"{variant}: no demo weights in {folder}, skipped")
+            continue
+        defaults = json.loads((folder / "studio.json").read_text())["defaults"]
+        pipe = load(folder, variant)
+        print(f"== {variant} ({args.seeds} seeds, {defaults['steps']} steps, {defaults['width']}x"
+              f"{defaults['height']}x{defaults['frames']})", flush=True)
+        rows = []
+        psnr = vae_psnr(pipe, args.vae_clips)
+        rows.append({"measure": f"VAE PSNR, {args.vae_clips} held-out clips", "result": f"{psnr:.2f} dB",
+                     "target": ">= 28 dB"})
+        corr = preview_correlation(pipe, 8)
+        rows.append({"measure": "preview map vs full decode, correlation", "result": f"{corr:.3f}",
+                     "target": ">= 0.85"})
+        started = time.perf_counter()
+        generate(pipe, defaults, [caption(spec_for(BENCH_OFFSET))], [0],
+                 image=None if variant != "i2v-a14b" else _first_image(defaults))
+        rows.append({"measure": "one default generation (no previews), seconds", "result":
+                     f"{time.perf_counter() - started:.1f}", "target": "< 20"})
+        print(f"  VAE PSNR {psnr:.2f} dB, preview corr {corr:.3f}, one generation {rows[-1]['result']} s",
+              flush=True)
+        if variant != "i2v-a14b":
+            for name, right, total in adherence(pipe, defaults, PAIRS, args.seeds, image_mode=False):
+                rows.append({"measure": f"text: {name}", "result": f"{right}/{total}", "target": ">= 90%"})
+            right, total = colour_following(pipe, defaults, args.seeds)
+            print(f"  {'prompt colour is dominant':40s} {right:3d}/{total}", flush=True)
+            rows.append({"measure": "prompt colour is the dominant subject colour", "result": f"{right}/{total}",
+                         "target": ">= 90%"})
+        if variant != "t2v-a14b":
+            image_pipe = pipe if variant == "i2v-a14b" else load(folder, variant, image=True)
+            for name, right, total in adherence(image_pipe, defaults, IMAGE_PAIRS, args.seeds, image_mode=True):
+                rows.append({"measure": f"image: {name}", "result": f"{right}/{total}", "target": ">= 90%"})
+        if args.write_scores:
+            scores = {"rows": rows, "note": f"Measured with benchmarks/bench_demo_quality.py --seeds {args.seeds} "
+                      "on 2 shared CPU cores; pairs share seed and the rest of the prompt."}
+            (folder / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+            write_card(folder)
+
+
+def _first_image(defaults: dict):
+    from PIL import Image
+
+    frame = render(spec_for(BENCH_OFFSET), 1, defaults["height"], defaults["width"])[0]
+    return Image.fromarray((frame * 255).round().astype(np.uint8))
+
+
+if __name__ == "__main__":
+    main()

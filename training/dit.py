@@ -1,0 +1,172 @@
+"""Flow-matching training of a small WanTransformer3DModel on cached world latents, as Wan trains:
+x_t = (1 - sigma) x0 + sigma noise, the model predicts noise - x0 at timestep sigma * 1000.
+
+One function serves the three variants: `t2v` (16 channels in), `i2v` (16 noise + 4 mask + 16
+image-latent channels in, as WanImageToVideoPipeline builds them) and `ti2v` (48 channels,
+`expand_timesteps`: half the batches keep the clean first latent frame at timestep 0, as the
+image-to-video path of the same folder runs it). A14B experts train on one side of the boundary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import WanPipeline, WanTransformer3DModel
+
+from pipelines.request import DEFAULT_NEGATIVE_PROMPT
+
+from .captions import caption
+from .data import spec_for
+from .short_context import padded_cross_attention, short_context
+from .text import TEXT_DIM
+
+MAX_SEQUENCE_LENGTH = 512  # what the Wan pipelines pad prompts to (emulated exactly in training)
+TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32,
+                   text_dim=TEXT_DIM, freq_dim=64, ffn_dim=512, num_layers=4, rope_max_seq_len=1024)
+CHANNELS = {"t2v": (16, 16), "i2v": (36, 16), "ti2v": (48, 48)}
+
+
+class PromptEncoder:
+    """Prompt embeddings exactly as the Wan pipelines make them (without the zero padding), cached."""
+
+    def __init__(self, text_dir: Path) -> None:
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        self.pipe = WanPipeline(tokenizer=AutoTokenizer.from_pretrained(text_dir / "tokenizer"),
+                                text_encoder=UMT5EncoderModel.from_pretrained(text_dir / "text_encoder"),
+                                vae=None, scheduler=None, transformer=None)
+        self.cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str]) -> list[torch.Tensor]:
+        missing = [p for p in dict.fromkeys(prompts) if p not in self.cache]
+        if missing:
+            embeds = self.pipe._get_t5_prompt_embeds(missing, max_sequence_length=MAX_SEQUENCE_LENGTH,
+                                                     device=torch.device("cpu"))
+            for p, e in zip(missing, embeds):
+                rows = int(e.abs().sum(-1).gt(0).sum())  # the pipeline zero-pads after the prompt
+                self.cache[p] = e[:rows].clone()
+        return [self.cache[p] for p in prompts]
+
+
+def sigma_range(expert: str, boundary: float | None, shift: float) -> tuple[float, float]:
+    """Range of the uniform variable u (sigma = shift u / (1 + (shift - 1) u)) for an expert."""
+    if expert == "all":
+        return 0.0, 1.0
+    if boundary is None:
+        raise ValueError("A high- or low-noise expert needs a boundary ratio.")
+    u_boundary = boundary / (shift - (shift - 1) * boundary)
+    return (u_boundary, 1.0) if expert == "high" else (0.0, u_boundary)
+
+
+def i2v_condition(conditions: torch.Tensor) -> torch.Tensor:
+    """Mask (4 channels: the first latent frame holds 4 known pixel frames) + image latent."""
+    b, _, f, h, w = conditions.shape
+    mask = torch.zeros(b, 4, f, h, w, dtype=conditions.dtype)
+    mask[:, :, 0] = 1.0
+    return torch.cat([mask, conditions], dim=1)
+
+
+def train(task: str, expert: str, boundary: float | None, latent_files: list[Path], text_dir: Path,
+          out: Path, steps: int, batch: int, lr: float, shift: float, seed: int, minutes: float,
+          log_every: int) -> None:
+    """Train one transformer and save it (EMA weights) with save_pretrained."""
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    parts = [torch.load(f) for f in latent_files]
+    latents = torch.cat([p["latents"] for p in parts])
+    indices = [i for p in parts for i in p["indices"]]
+    conditions = torch.cat([p["conditions"] for p in parts]) if task == "i2v" else None
+    in_c, out_c = CHANNELS[task]
+    model = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **TRANSFORMER).train()
+    ema = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **TRANSFORMER).eval()
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    encode = PromptEncoder(text_dir)
+    lo, hi = sigma_range(expert, boundary, shift)
+    print(f"{task}/{expert}: {len(indices)} clips, u in [{lo:.3f}, {hi:.3f}), "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
+    start, deadline, losses = time.time(), time.time() + minutes * 60, []
+    for step in range(steps):
+        if time.time() > deadline:
+            print(f"time cap reached at step {step}", flush=True)
+            break
+        for g in opt.param_groups:
+            warm = min(1.0, (step + 1) / 50)
+            g["lr"] = lr * warm * (0.15 + 0.85 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        pick = rng.integers(0, len(indices), batch)
+        x0 = latents[pick].float()
+        prompts = []
+        for i in pick:
+            r = rng.random()
+            prompts.append("" if r < 0.08 else DEFAULT_NEGATIVE_PROMPT if r < 0.16
+                           else caption(spec_for(indices[i]), rng, keep=0.85))
+        u = torch.from_numpy(lo + (hi - lo) * rng.random(batch)).float()
+        sigma = shift * u / (1 + (shift - 1) * u)
+        noise = torch.randn(x0.shape, generator=gen)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        target = noise - x0
+        weight = torch.ones_like(x0)
+        timestep = sigma * 1000
+        if task == "i2v":
+            xt = torch.cat([xt, i2v_condition(conditions[pick].float())], dim=1)
+        elif task == "ti2v":
+            # per-token timesteps; with an image, the first latent frame is clean and at t = 0
+            f, h, w = x0.shape[2:]
+            keep = torch.from_numpy(rng.random(batch) < 0.5)
+            first = torch.ones(batch, 1, f, h, w)
+            first[keep, :, 0] = 0.0
+            xt = first * xt + (1 - first) * x0
+            weight = first.expand_as(x0)
+            timestep = (first[:, 0, :, ::2, ::2] * timestep.view(-1, 1, 1, 1)).flatten(1)
+        context, bias = short_context(encode(prompts), MAX_SEQUENCE_LENGTH)
+        with padded_cross_attention(model, bias):
+            pred = model(hidden_states=xt, timestep=timestep, encoder_hidden_states=context,
+                         return_dict=False)[0]
+        loss = ((pred - target).pow(2) * weight).sum() / weight.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(0.995, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        losses.append(loss.item())
+        if (step + 1) % log_every == 0:
+            print(f"step {step + 1} loss {np.mean(losses[-log_every:]):.4f} "
+                  f"t {time.time() - start:.0f}s", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    ema.save_pretrained(out)
+    (out / "train_log.txt").write_text(
+        f"task={task} expert={expert} boundary={boundary} steps_run={len(losses)} of {steps} "
+        f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} "
+        f"minutes={(time.time() - start) / 60:.1f} final_loss={np.mean(losses[-50:]):.4f}\n")
+
+
+def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
+    """Command line for one variant's training script."""
+    parser = argparse.ArgumentParser(description=f"Train the {task} demo transformer.")
+    parser.add_argument("--expert", choices=experts, default=experts[0])
+    parser.add_argument("--latents", type=Path, nargs="+", required=True)
+    parser.add_argument("--text", type=Path, required=True, help="folder from training.train_text")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--shift", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=60.0, help="cap on the whole run")
+    parser.add_argument("--log-every", type=int, default=20)
+    args = parser.parse_args()
+    train(task, args.expert, boundary, args.latents, args.text, args.out, args.steps, args.batch,
+          args.lr, args.shift, args.seed, args.minutes, args.log_every)
