@@ -3,7 +3,8 @@
 Nothing here imports torch, diffusers or Gradio. Everything hangs off one data folder::
 
     data_dir/studio.db        SQLite (WAL), schema managed by Alembic (storage/migrations)
-    data_dir/media/p<project id>/t<take id>/video.mp4 | poster.jpg | input.png
+    data_dir/media/p<project id>/t<take id>/video-<32 hex>.mp4 | poster-<hex>.jpg | input-<hex>.png
+    data_dir/studio.lock      held while open; only the holder recovers unfinished takes
 
 Opening (creates the folder, checks the file, runs migrations, recovers interrupted takes)::
 
@@ -48,8 +49,9 @@ Share links: `create_share_link(s, owner, take_id)` (token: secrets.token_urlsaf
 
 Media: `db.media` is the `MediaStore`; `db.media.resolve(record.video_path) -> Path` turns a stored
 relative path into an absolute one inside the media folder, raising `MediaPathError` for anything
-that would escape it (`../`, absolute, NUL, backslash, symlinks). `TakeRecord.media_missing` is True
-when a file the row names is gone.
+that would escape it (`../`, absolute, NUL, backslash, any symlink). File names are generated
+(kind + 128 random bits + the suffix the content announces), never taken from users.
+`TakeRecord.media_missing` is True when a file the row names is gone; the take still lists.
 
 Export/import: `export_project(s, owner, project_id, zip_path) -> Path` and
 `import_project(s, owner, zip_path) -> ProjectRecord` (storage.transfer).

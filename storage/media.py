@@ -42,7 +42,7 @@ def sniff_suffix(head: bytes) -> str | None:
 
 
 class MediaStore:
-    """Owns `<data>/media`: `p<project>/t<take>/{video.mp4, poster.jpg, input.png}`."""
+    """Owns `<data>/media`: `p<project>/t<take>/{video,poster,input}-<32 hex>.<ext>`."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         root_path = Path(root)
@@ -132,13 +132,14 @@ class MediaStore:
     # Writing ------------------------------------------------------------------------------------
 
     def relative_for(self, project_id: int, take_id: int, kind: MediaKind, suffix: str) -> str:
-        """The generated relative path for a take's file of this kind and suffix."""
+        """A new generated relative path for a take's file of this kind and suffix."""
         if kind not in _STEMS:
             raise InvalidInputError(f"Unknown media kind {kind!r}; use video, poster or image.")
         if suffix not in _ACCEPTED[kind]:
             allowed = ", ".join(s.lstrip(".").upper() for s in _ACCEPTED[kind])
             raise InvalidInputError(f"The {kind} file must be {allowed}.")
-        return f"{self.take_relative(project_id, take_id)}/{_STEMS[kind]}{suffix}"
+        # 128 random bits in every name: knowing a take's ids is never enough to fetch its files.
+        return f"{self.take_relative(project_id, take_id)}/{_STEMS[kind]}-{secrets.token_hex(16)}{suffix}"
 
     def write(self, project_id: int, take_id: int, kind: MediaKind, source: Source) -> str:
         """Store a take's file atomically under its generated name; returns the relative path."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -24,20 +25,25 @@ def test_write_uses_generated_names_and_relative_paths(media: MediaStore, tmp_pa
     source = tmp_path / "..%2f..%2fpasswd video.MOV"
     source.write_bytes(MP4)
     relative = media.write(3, 17, "video", source)
-    assert relative == "p3/t17/video.mp4"
-    assert media.resolve(relative) == media.root / "p3" / "t17" / "video.mp4"
+    assert re.fullmatch(r"p3/t17/video-[0-9a-f]{32}\.mp4", relative)
+    assert media.resolve(relative) == media.root / relative
     assert media.resolve(relative).read_bytes() == MP4
-    assert media.write(3, 17, "poster", JPEG) == "p3/t17/poster.jpg"
-    assert media.write(3, 17, "image", io.BytesIO(JPEG)) == "p3/t17/input.jpg"
+    assert re.fullmatch(r"p3/t17/poster-[0-9a-f]{32}\.jpg", media.write(3, 17, "poster", JPEG))
+    assert re.fullmatch(r"p3/t17/input-[0-9a-f]{32}\.jpg", media.write(3, 17, "image", io.BytesIO(JPEG)))
+    assert media.write(3, 17, "video", MP4) != relative  # never guessable from the ids
 
 
-def test_write_replaces_atomically_and_leaves_no_temporary_files(media: MediaStore) -> None:
-    media.write(1, 1, "video", MP4)
-    newer = MP4[:24] + b"newer" * 100
-    media.write(1, 1, "video", newer)
+def test_names_carry_128_random_bits(media: MediaStore) -> None:
+    names = {media.relative_for(1, 1, "video", ".mp4") for _ in range(200)}
+    assert len(names) == 200
+
+
+def test_writes_leave_only_finished_files(media: MediaStore) -> None:
+    first = media.write(1, 1, "video", MP4)
+    second = media.write(1, 1, "poster", JPEG)
     folder = media.take_dir(1, 1)
-    assert sorted(p.name for p in folder.iterdir()) == ["video.mp4"]
-    assert (folder / "video.mp4").read_bytes() == newer
+    assert sorted(p.name for p in folder.iterdir()) == sorted([first.split("/")[-1], second.split("/")[-1]])
+    assert media.resolve(first).read_bytes() == MP4
 
 
 class BrokenStream(io.RawIOBase):
@@ -56,13 +62,13 @@ class BrokenStream(io.RawIOBase):
         raise OSError("the source went away")
 
 
-def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary(media: MediaStore) -> None:
-    media.write(1, 1, "video", MP4)
+def test_a_write_that_fails_midway_leaves_no_file_behind(media: MediaStore) -> None:
+    kept = media.write(1, 1, "video", MP4)
     with pytest.raises(OSError, match="went away"):
         media.write(1, 1, "video", BrokenStream())
     folder = media.take_dir(1, 1)
-    assert sorted(p.name for p in folder.iterdir()) == ["video.mp4"]
-    assert (folder / "video.mp4").read_bytes() == MP4
+    assert [p.name for p in folder.iterdir()] == [kept.split("/")[-1]]
+    assert media.resolve(kept).read_bytes() == MP4
 
 
 @pytest.mark.parametrize("kind, content, message", [
@@ -116,13 +122,13 @@ def test_symlinks_are_refused_wherever_they_point(media: MediaStore, tmp_path: P
     outside.mkdir()
     (outside / "video.mp4").write_bytes(MP4)
     (tmp_path / "secret.txt").write_text("secret")
-    media.write(3, 1, "video", MP4)
+    inside = media.write(3, 1, "video", MP4)
     (media.root / "p1").mkdir()
     (media.root / "p1" / "t1").symlink_to(outside, target_is_directory=True)
     (media.root / "p2").mkdir()
     (media.root / "p2" / "poster.jpg").symlink_to(tmp_path / "secret.txt")
     (media.root / "p9").symlink_to(media.root / "p3", target_is_directory=True)
-    for stored in ("p1/t1/video.mp4", "p2/poster.jpg", "p9/t1/video.mp4"):
+    for stored in ("p1/t1/video.mp4", "p2/poster.jpg", inside.replace("p3/", "p9/")):
         with pytest.raises(MediaPathError, match="link"):
             media.resolve(stored)
         assert media.exists(stored) is False
@@ -133,7 +139,7 @@ def test_removal_of_a_take_keeps_what_is_asked_and_tidies_folders(media: MediaSt
     media.write(4, 8, "video", MP4)
     (media.take_dir(4, 8) / f"{TEMP_PREFIX}abc-video.mp4").write_bytes(b"partial")
     media.remove_take_files(4, 8, keep=(image,))
-    assert [p.name for p in media.take_dir(4, 8).iterdir()] == ["input.jpg"]
+    assert [p.name for p in media.take_dir(4, 8).iterdir()] == [image.split("/")[-1]]
     media.remove_take_files(4, 8)
     assert not media.project_dir(4).exists()  # empty parents go too
     assert media.root.is_dir()
@@ -141,9 +147,9 @@ def test_removal_of_a_take_keeps_what_is_asked_and_tidies_folders(media: MediaSt
 
 def test_removing_a_project_leaves_other_projects(media: MediaStore) -> None:
     media.write(1, 1, "video", MP4)
-    media.write(2, 2, "video", MP4)
+    other = media.write(2, 2, "video", MP4)
     media.remove_project_files(1)
-    assert not media.project_dir(1).exists() and media.exists("p2/t2/video.mp4")
+    assert not media.project_dir(1).exists() and media.exists(other)
 
 
 def test_remove_never_takes_anything_outside(media: MediaStore, tmp_path: Path) -> None:
@@ -167,11 +173,11 @@ def test_very_long_stored_paths_are_refused(media: MediaStore) -> None:
 
 
 def test_sweep_removes_only_temporary_files(media: MediaStore) -> None:
-    media.write(1, 1, "video", MP4)
+    video = media.write(1, 1, "video", MP4)
     (media.take_dir(1, 1) / f"{TEMP_PREFIX}1-video.mp4").write_bytes(b"x")
     (media.take_dir(1, 1) / f"{TEMP_PREFIX}2-poster.jpg").write_bytes(b"x")
     assert media.sweep_temp_files() == 2
-    assert [p.name for p in media.take_dir(1, 1).iterdir()] == ["video.mp4"]
+    assert [p.name for p in media.take_dir(1, 1).iterdir()] == [video.split("/")[-1]]
 
 
 def test_media_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:

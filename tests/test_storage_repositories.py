@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -229,8 +230,8 @@ def test_take_lifecycle_records_everything(db: storage.Database, project: storag
         take = storage.finish_take(s, "alice", take.id, "completed", video=MP4, poster=JPEG)
     assert take.status == "completed" and take.finished and take.step == 6
     assert take.finished_at is not None and take.finished_at >= take.started_at >= take.queued_at
-    assert take.video_path == f"p{project.id}/t{take.id}/video.mp4"
-    assert take.poster_path == f"p{project.id}/t{take.id}/poster.jpg"
+    assert re.fullmatch(rf"p{project.id}/t{take.id}/video-[0-9a-f]{{32}}\.mp4", take.video_path)
+    assert re.fullmatch(rf"p{project.id}/t{take.id}/poster-[0-9a-f]{{32}}\.jpg", take.poster_path)
     assert db.media.resolve(take.video_path).read_bytes() == MP4
     assert not take.media_missing and take.error is None
 
@@ -384,7 +385,8 @@ def test_input_image_is_copied_under_a_generated_name(db: storage.Database, proj
     upload.write_bytes(png())
     with db.session() as s, s.begin():
         take = storage.add_take(s, "alice", project.id, REQUEST, image=str(upload))
-    assert take.image_path == f"p{project.id}/t{take.id}/input.png"  # the content decides the suffix
+    # the name is generated; the content decides the suffix
+    assert re.fullmatch(rf"p{project.id}/t{take.id}/input-[0-9a-f]{{32}}\.png", take.image_path)
     assert db.media.resolve(take.image_path).read_bytes() == upload.read_bytes()
 
 
