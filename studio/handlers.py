@@ -104,9 +104,10 @@ class Handlers:
             gr.update(visible=spec.takes_image, label=image_label,
                       value=None),
             gr.update(choices=forms.size_presets(variant_id, defaults), value=values["size_preset"]),
-            gr.update(value=values["width"], step=spec.size_multiple),
-            gr.update(value=values["height"], step=spec.size_multiple),
+            values["width"],
+            values["height"],
             gr.update(choices=forms.frame_presets(defaults), value=values["frames"]),
+            values["frames"],
             values["steps"],
             values["guidance"],
             gr.update(visible=spec.experts == 2, value=values["guidance_low"]),
@@ -120,6 +121,11 @@ class Handlers:
         if size is None:
             return gr.skip(), gr.skip()
         return size
+
+    @staticmethod
+    def size_label(width: Any, height: Any, current: str) -> Any:
+        """Switch the size preset to "custom" once width or height no longer match it."""
+        return gr.skip() if forms.parse_size(current) == (width, height) else forms.CUSTOM
 
     @staticmethod
     def random_seed() -> int:
@@ -148,7 +154,7 @@ class Handlers:
     def _project_dropdown(self, owner: str, selected: int | None) -> Any:
         with self.db.read_session() as s, s.begin():
             projects = storage.list_projects(s, owner, limit=200)
-        choices = [(f"{p.name} ({p.take_count})", p.id) for p in projects]
+        choices = [(p.name, p.id) for p in projects]
         return gr.update(choices=choices, value=selected)
 
     def history(self, owner: str, project_id: int | None) -> HistoryView:

@@ -63,51 +63,52 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                 widgets["image"] = gr.Image(label="Start image", type="filepath", height=160,
                                             visible=spec.takes_image, elem_id="image",
                                             sources=["upload", "clipboard"])
-                with gr.Accordion("Cinematic controls", open=True, elem_id="controls"):
+                with gr.Tabs(elem_id="controls"):
                     for group, controls in CONTROL_GROUPS:
-                        with gr.Group(elem_classes=["control-group"]):
-                            gr.HTML(f'<div class="group-title">{group}</div>')
+                        with gr.Tab(group, elem_classes=["control-group"]):
                             with gr.Row():
                                 for name, label in controls:
                                     widgets[name] = gr.Dropdown(
                                         [("—", "")] + [(t, t) for t in VOCABULARY[name]], value="",
-                                        label=label, elem_id=_elem(name), min_width=120)
+                                        label=label, elem_id=_elem(name), min_width=110)
                 final_prompt = gr.Textbox(label="Final prompt (sent and stored)", interactive=False,
-                                          lines=2, elem_id="final-prompt")
+                                          lines=2, max_lines=4, elem_id="final-prompt")
                 with gr.Accordion("Settings", open=True, elem_id="settings"):
                     with gr.Row():
                         size_preset = gr.Dropdown(forms.size_presets(variant_id, defaults),
                                                   value=start["size_preset"], label="Size",
                                                   elem_id="size-preset", min_width=110)
                         widgets["width"] = gr.Number(start["width"], label="Width", precision=0,
-                                                     step=spec.size_multiple, elem_id="width",
+                                                     elem_id="width",
                                                      min_width=80)
                         widgets["height"] = gr.Number(start["height"], label="Height", precision=0,
-                                                      step=spec.size_multiple, elem_id="height",
+                                                      elem_id="height",
                                                       min_width=80)
-                        widgets["frames"] = gr.Dropdown(forms.frame_presets(defaults),
-                                                        value=start["frames"], label="Frames (4n+1)",
-                                                        allow_custom_value=True, elem_id="frames",
-                                                        min_width=90)
+                        frames_preset = gr.Dropdown(forms.frame_presets(defaults),
+                                                    value=start["frames"], label="Frame preset",
+                                                    elem_id="frames-preset", min_width=90)
+                        widgets["frames"] = gr.Number(start["frames"], label="Frames (4n+1)",
+                                                      precision=0, elem_id="frames",
+                                                      min_width=80)
                     with gr.Row():
                         widgets["steps"] = gr.Number(start["steps"], label="Steps", precision=0,
-                                                     elem_id="steps", min_width=80)
-                        widgets["seed"] = gr.Number(-1, label="Seed (-1: random)", precision=0,
-                                                    elem_id="seed", min_width=120)
-                        seed_button = gr.Button("🎲", elem_id="seed-random", min_width=40,
+                                                     elem_id="steps", min_width=70)
+                        widgets["seed"] = gr.Number(-1, label="Seed (-1 random)", precision=0,
+                                                    elem_id="seed", min_width=110)
+                        seed_button = gr.Button("Random", elem_id="seed-random", min_width=70,
                                                 scale=0, size="sm")
-                    with gr.Row():
-                        widgets["guidance"] = gr.Number(start["guidance"], label="Guidance (high noise)",
-                                                        elem_id="guidance", min_width=100)
+                        widgets["guidance"] = gr.Number(start["guidance"], label="Guidance high",
+                                                        elem_id="guidance", min_width=80)
                         widgets["guidance_low"] = gr.Number(start["guidance_low"],
-                                                            label="Guidance (low noise)",
+                                                            label="Guidance low",
                                                             visible=spec.experts == 2,
-                                                            elem_id="guidance-low", min_width=100)
+                                                            elem_id="guidance-low", min_width=80)
                         widgets["flow_shift"] = gr.Number(start["flow_shift"], label="Flow shift",
-                                                          elem_id="flow-shift", min_width=90)
-                    widgets["negative_prompt"] = gr.Textbox(DEFAULT_NEGATIVE_PROMPT, lines=2,
-                                                            label="Negative prompt (official default)",
-                                                            elem_id="negative-prompt")
+                                                          elem_id="flow-shift", min_width=70)
+                    with gr.Accordion("Negative prompt (official default)", open=False):
+                        widgets["negative_prompt"] = gr.Textbox(DEFAULT_NEGATIVE_PROMPT, lines=2,
+                                                                show_label=False,
+                                                                elem_id="negative-prompt")
                 with gr.Row(elem_id="actions"):
                     generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
@@ -116,7 +117,7 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                 preview = gr.HTML(empty_preview_html(), elem_id="preview")
                 progress = gr.HTML("", elem_id="progress")
                 video = gr.Video(label="Take", autoplay=True, loop=True, interactive=False,
-                                 elem_id="video", height=300)
+                                 elem_id="video", height=260)
                 with gr.Row(elem_id="take-actions"):
                     remix = gr.Button("Remix", size="sm", elem_id="remix")
                     continue_button = gr.Button("Continue", size="sm", elem_id="continue")
@@ -145,7 +146,8 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                   api_visibility="private")
         widgets["variant"].input(
             handlers.switch_variant, [widgets["variant"]],
-            [widgets["image"], size_preset, widgets["width"], widgets["height"], widgets["frames"],
+            [widgets["image"], size_preset, widgets["width"], widgets["height"], frames_preset,
+             widgets["frames"],
              widgets["steps"], widgets["guidance"], widgets["guidance_low"], widgets["flow_shift"]],
             queue=False, api_visibility="private")
         gr.on([widgets[n].change for n in ("variant", "prompt", "image", *forms.CONTROL_FIELDS)]
@@ -154,6 +156,11 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
         size_preset.input(handlers.apply_size_preset, [size_preset],
                            [widgets["width"], widgets["height"]], queue=False,
                            api_visibility="private")
+        gr.on([widgets["width"].input, widgets["height"].input], handlers.size_label,
+              [widgets["width"], widgets["height"], size_preset], size_preset, queue=False,
+              show_progress="hidden", api_visibility="private")
+        frames_preset.input(lambda n: n, frames_preset, widgets["frames"], queue=False,
+                            api_visibility="private")
         seed_button.click(handlers.random_seed, None, widgets["seed"], queue=False,
                           api_visibility="private")
 

@@ -118,10 +118,10 @@ def test_failure_message_for_out_of_memory() -> None:
 # -- handlers ----------------------------------------------------------------------------------
 
 def test_switching_variant_resets_to_its_defaults_and_inputs(studio: Studio) -> None:
-    image, size, width, height, frames, steps, guidance, low, shift = \
+    image, size, width, height, frames_preset, frames, steps, guidance, low, shift = \
         studio.handlers.switch_variant("ti2v-5b")
     assert image["visible"] is True and low["visible"] is False
-    assert (width["value"], height["value"], steps, shift) == (1280, 704, 50, 5.0)
+    assert (width, height, frames, steps, shift) == (1280, 704, 121, 50, 5.0)
     image, *_rest, low, shift = studio.handlers.switch_variant("t2v-a14b")
     assert image["visible"] is False and low["visible"] is True and shift == 12.0
 
