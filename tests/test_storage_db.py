@@ -15,14 +15,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, InvalidRequestError
+from storage_support import JPEG, MP4, png
 
 import storage
 from storage.db import alembic_config, make_engine, upgrade
 from storage.models import Base
 from storage.paths import resolve_data_dir
 
-MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(range(256)) * 4
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 200
 REQUEST = {"variant": "ti2v-5b", "prompt": "a red ball rolls across a meadow", "seed": 7}
 
 
@@ -152,17 +151,21 @@ def test_database_from_the_future_is_refused_and_left_untouched(tmp_path: Path) 
     assert digest(path) == before
 
 
-def test_database_from_the_future_in_rollback_journal_mode_is_not_switched_to_wal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("schema, message", [
+    # A newer studio's file still in rollback-journal mode: switching it to WAL would rewrite it.
+    ("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY);"
+     "INSERT INTO alembic_version VALUES ('abcdef');", "newer Wan Studio"),
+    ("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);", "not a Wan Studio database"),
+], ids=["future-rollback-journal", "foreign"])
+def test_other_sqlite_files_are_refused_and_left_untouched(tmp_path: Path, schema: str, message: str) -> None:
     data = tmp_path / "data"
     data.mkdir()
     path = data / "studio.db"
     con = sqlite3.connect(path)
-    con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
-    con.execute("INSERT INTO alembic_version VALUES ('abcdef')")
-    con.commit()
+    con.executescript(schema)
     con.close()
     before = digest(path)
-    with pytest.raises(storage.StorageError, match="newer"):
+    with pytest.raises(storage.StorageError, match=message):
         storage.Database.open(data)
     assert digest(path) == before
 
@@ -197,20 +200,6 @@ def test_truncated_database_file_is_refused_and_left_untouched(tmp_path: Path) -
     with pytest.raises(storage.StorageError, match="left untouched"):
         storage.Database.open(data)
     assert path.read_bytes() == half
-
-
-def test_foreign_sqlite_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    path = data / "studio.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
-    con.commit()
-    con.close()
-    before = digest(path)
-    with pytest.raises(storage.StorageError, match="not a Wan Studio database"):
-        storage.Database.open(data)
-    assert digest(path) == before
 
 
 def test_empty_file_counts_as_a_new_database(tmp_path: Path) -> None:
@@ -332,10 +321,9 @@ def test_downgrade_to_nothing_and_back_up(tmp_path: Path) -> None:
 
 def test_unfinished_takes_become_interrupted_and_lose_partial_files(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    png = _png()
     with storage.Database.open(data) as db, db.session() as s, s.begin():
         project = storage.create_project(s, "alice", "P")
-        pending = storage.add_take(s, "alice", project.id, REQUEST, image=png)
+        pending = storage.add_take(s, "alice", project.id, REQUEST, image=png())
         running = storage.start_take(s, "alice", storage.add_take(s, "alice", project.id, REQUEST).id)
         done = storage.start_take(s, "alice", storage.add_take(s, "alice", project.id, REQUEST).id)
         done = storage.finish_take(s, "alice", done.id, "completed", video=MP4, poster=JPEG)
@@ -358,30 +346,3 @@ def test_unfinished_takes_become_interrupted_and_lose_partial_files(tmp_path: Pa
         assert not stray_temp.exists()
         after = storage.get_take(s, "alice", done.id)
         assert after is not None and after.status == "completed" and not after.media_missing
-
-
-def _png() -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def test_a_second_open_of_a_busy_folder_leaves_running_takes_alone(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    first = storage.Database.open(data)
-    try:
-        with first.session() as s, s.begin():
-            project = storage.create_project(s, "alice", "P")
-            take = storage.start_take(s, "alice", storage.add_take(s, "alice", project.id, REQUEST).id)
-        with storage.Database.open(data) as second, second.session() as s, s.begin():
-            assert second.recovered == []
-            still = storage.get_take(s, "alice", take.id)
-            assert still is not None and still.status == "running"
-    finally:
-        first.close()
-    with storage.Database.open(data) as third:
-        assert third.recovered == [take.id]

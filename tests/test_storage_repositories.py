@@ -3,43 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from sqlalchemy import func, select, text
+from storage_support import JPEG, MP4, migrated, open_copy, png  # noqa: F401 (migrated: fixture)
 
 import storage
 from storage.models import Project, Take
 
-MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(range(256)) * 4
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 200
 REQUEST = {"variant": "ti2v-5b", "prompt": "a red ball rolls across a meadow", "seed": 7,
            "steps": 6, "width": 64, "height": 64}
 
 
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (10, 120, 200)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A freshly migrated studio.db, copied for each test (migrating each time is slow)."""
-    data = tmp_path_factory.mktemp("template")
-    storage.Database.open(data).close()
-    return data / "studio.db"
-
-
 @pytest.fixture
 def db(tmp_path: Path, migrated: Path):
-    (tmp_path / "data").mkdir()
-    shutil.copyfile(migrated, tmp_path / "data" / "studio.db")
-    database = storage.Database.open(tmp_path / "data")
+    database = open_copy(tmp_path / "data", migrated)
     yield database
     database.close()
 
@@ -158,6 +138,18 @@ def test_ids_must_be_whole_numbers(db: storage.Database, project: storage.Projec
 # Ownership --------------------------------------------------------------------------------------
 
 
+def assert_not_found_alike(db: storage.Database, calls: list, theirs: int, missing: int) -> None:
+    """Each call raises NotFoundError with the same words for another owner's id and a missing one."""
+    for call in calls:
+        messages = []
+        for some_id in (theirs, missing):
+            with pytest.raises(storage.NotFoundError) as caught:
+                with db.session() as s, s.begin():
+                    call(s, some_id)
+            messages.append(str(caught.value))
+        assert messages[0] == messages[1]
+
+
 def test_another_owners_project_is_not_found_like_a_missing_one(
         db: storage.Database, project: storage.ProjectRecord) -> None:
     missing = project.id + 1000
@@ -168,14 +160,7 @@ def test_another_owners_project_is_not_found_like_a_missing_one(
         lambda s, pid: storage.add_take(s, "mallory", pid, REQUEST),
         lambda s, pid: storage.export_project(s, "mallory", pid, Path("/nonexistent/x.zip")),
     ]
-    for call in calls:
-        messages = []
-        for pid in (project.id, missing):
-            with pytest.raises(storage.NotFoundError) as caught:
-                with db.session() as s, s.begin():
-                    call(s, pid)
-            messages.append(str(caught.value))
-        assert messages[0] == messages[1]
+    assert_not_found_alike(db, calls, project.id, missing)
     with db.read_session() as s, s.begin():
         assert storage.get_project(s, "mallory", project.id) is None
         assert storage.list_projects(s, "mallory") == []
@@ -199,14 +184,7 @@ def test_another_owners_take_is_not_found_like_a_missing_one(
         lambda s, tid: storage.list_share_links(s, "mallory", tid),
         lambda s, tid: storage.add_take(s, "mallory", own.id, REQUEST, parent_id=tid, parent_kind="remix"),
     ]
-    for call in calls:
-        messages = []
-        for tid in (take.id, missing):
-            with pytest.raises(storage.NotFoundError) as caught:
-                with db.session() as s, s.begin():
-                    call(s, tid)
-            messages.append(str(caught.value))
-        assert messages[0] == messages[1]
+    assert_not_found_alike(db, calls, take.id, missing)
     with db.read_session() as s, s.begin():
         assert storage.get_take(s, "mallory", take.id) is None
         after = storage.get_take(s, "alice", take.id)

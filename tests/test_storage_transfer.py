@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import re
-import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from storage_support import MP4, JPEG, migrated, open_copy, png  # noqa: F401 (migrated: fixture)
 
 import storage
 
-MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(range(256)) * 8
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x02" * 300
 REQUEST = {"variant": "i2v-a14b", "prompt": "a lantern drifts 🏮 over water", "seed": 11, "steps": 6}
-
-
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("template")
-    storage.Database.open(data).close()
-    return data / "studio.db"
-
-
-def open_copy(folder: Path, migrated: Path) -> storage.Database:
-    folder.mkdir()
-    shutil.copyfile(migrated, folder / "studio.db")
-    return storage.Database.open(folder)
 
 
 @pytest.fixture
