@@ -188,10 +188,11 @@ class MediaStore:
     def sweep_temp_files(self) -> int:
         """Remove temporary files left by writes that never finished; returns how many."""
         removed = 0
-        for path in self.root.rglob(f"{TEMP_PREFIX}*"):
-            if path.is_file() or path.is_symlink():
-                path.unlink(missing_ok=True)
-                removed += 1
+        for folder, _dirs, files in os.walk(self.root):  # never follows links out of the folder
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    Path(folder, name).unlink(missing_ok=True)
+                    removed += 1
         return removed
 
 

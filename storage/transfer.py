@@ -58,6 +58,8 @@ def export_project(session: Session, owner: str, project_id: int, zip_path: str 
         "takes": entries,
     }
     target = Path(zip_path)
+    if not target.parent.is_dir():
+        raise InvalidInputError(f"Cannot write the export: the folder {target.parent} does not exist.")
     temp = target.with_name(f".tmp-{secrets.token_hex(8)}-{target.name}")
     try:
         with zipfile.ZipFile(temp, "x") as archive:

@@ -187,3 +187,12 @@ def test_media_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> No
 
     with pytest.raises(StorageError, match="Cannot create the media folder"):
         MediaStore(blocker)
+
+
+def test_sweep_never_follows_links_out_of_the_folder(media: MediaStore, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / f"{TEMP_PREFIX}precious").write_text("not ours")
+    (media.root / "p1").symlink_to(outside, target_is_directory=True)
+    assert media.sweep_temp_files() == 0
+    assert (outside / f"{TEMP_PREFIX}precious").exists()

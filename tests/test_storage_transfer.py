@@ -191,3 +191,9 @@ def test_export_of_a_missing_file_still_exports_the_take(source, tmp_path: Path,
         imported = storage.import_project(s, "bob", archive)
         again = storage.list_takes(s, "bob", imported.id)[-1]
     assert again.poster_path is None and again.video_path is not None and not again.media_missing
+
+
+def test_export_into_a_missing_folder_is_a_clear_error(source, tmp_path: Path) -> None:
+    db, project = source
+    with db.read_session() as s, s.begin(), pytest.raises(storage.InvalidInputError, match="does not exist"):
+        storage.export_project(s, "alice", project.id, tmp_path / "no" / "such" / "folder.zip")
