@@ -173,36 +173,41 @@ def render_missing(base_url: str) -> str:
 
 
 def share_routes(find: Finder, base_url: Callable[[Request], str] | None = None) -> list[BaseRoute]:
-    """Starlette routes for share pages; `find(token)` returns the take or None."""
+    """Starlette routes for share pages; `find(token)` returns the take or None.
+
+    The endpoints are coroutines that call `find` inline: a token lookup is one indexed SQLite
+    read in WAL mode (readers never wait for the writer), and skipping the thread pool saves two
+    thread hand-offs, each of which can wait out a GIL switch interval while a generation runs.
+    """
     resolve_base = base_url or (lambda request: hosting.public_base_url(request))
 
     def lookup(request: Request) -> SharedTake | None:
         token = request.path_params["token"]
         return find(token) if is_token(token) else None
 
-    def missing(request: Request) -> Response:
+    async def missing(request: Request) -> Response:
         return HTMLResponse(render_missing(resolve_base(request)), status_code=404, headers=SECURITY_HEADERS)
 
-    def page(request: Request) -> Response:
+    async def page(request: Request) -> Response:
         take = lookup(request)
         if take is None:
-            return missing(request)
+            return await missing(request)
         return HTMLResponse(render_page(take, resolve_base(request)), headers=SECURITY_HEADERS)
 
-    def video(request: Request) -> Response:
+    async def video(request: Request) -> Response:
         take = lookup(request)
         if take is None or not take.video.is_file():
-            return missing(request)
+            return await missing(request)
         return FileResponse(take.video, media_type="video/mp4", headers=SECURITY_HEADERS)
 
-    def poster(request: Request) -> Response:
+    async def poster(request: Request) -> Response:
         take = lookup(request)
         kind = IMAGE_TYPES.get(take.poster.suffix.lower()) if take and take.poster else None
         if take is None or take.poster is None or kind is None or not take.poster.is_file():
-            return missing(request)
+            return await missing(request)
         return FileResponse(take.poster, media_type=kind, headers=SECURITY_HEADERS)
 
-    def stylesheet(request: Request) -> Response:
+    async def stylesheet(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "share.css", media_type="text/css", headers=SECURITY_HEADERS)
 
     methods = ["GET", "HEAD"]
