@@ -550,4 +550,6 @@ def test_records_outlive_their_session(db: storage.Database, project: storage.Pr
     take = completed_take(db, "alice", project.id)
     with db.read_session() as s, s.begin():
         listed = storage.list_takes(s, "alice", project.id)
-    assert listed[0].prompt == REQUEST["prompt"] and listed[0].queued_at.tzinfo is not None
+    # plain values, usable after the session is gone (no detached-instance errors)
+    assert listed == [take] and listed[0].prompt == REQUEST["prompt"]
+    assert listed[0].queued_at.tzinfo is not None and isinstance(listed[0].request, dict)
