@@ -9,7 +9,8 @@ tested under several pretend hosts. For the UI and the composition root:
   too (ZeroGPU streams what it yields). ZeroGPU runs `fn` in a forked worker: pass results back
   by return value or `yield`, not through callbacks that mutate the parent's state.
 - `sign_in_enabled()`: show `gr.LoginButton()` only when this is true (a Space with `hf_oauth`).
-- `owner_key(profile, browser_key)`: the owner string storage keys projects by.
+- `owner_key(profile, browser_key, secret)`: the owner key storage and the API use: an HMAC of
+  the Hugging Face username when signed in (same on every browser), else the browser's key.
 - `history_note(data_dir)`: a line for the UI when the Space has no persistent storage (storage's
   `resolve_data_dir` already picks `/data` when it is mounted), else None.
 - `public_base_url(request)`: the absolute base for share links and their preview tags.
@@ -17,6 +18,8 @@ tested under several pretend hosts. For the UI and the composition root:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import os
 from pathlib import Path
@@ -67,11 +70,19 @@ def sign_in_enabled(env: Mapping[str, str] | None = None) -> bool:
     return on_space(env) and bool(env.get("OAUTH_CLIENT_ID"))
 
 
-def owner_key(profile: Any | None, browser_key: str) -> str:
-    """The owner string for storage: `hf:<username>` when signed in, else the browser's key."""
+def owner_key(profile: Any | None, browser_key: str, secret: str) -> str:
+    """The owner key for storage: derived from the account when signed in, else the browser's key.
+
+    Owner keys are bearer secrets (the API takes them as they are), so a signed-in key is an HMAC
+    of the username under the server's secret (`studio.owners.browser_state_secret`): the same on
+    every browser for one account, and not guessable from the username.
+    """
     username = getattr(profile, "username", None) if profile is not None else None
     if username:
-        return f"hf:{username}"
+        if len(secret) < 32:
+            raise ValueError("The server secret for owner keys must be at least 32 characters.")
+        digest = hmac.new(secret.encode(), f"hf-user:{username}".encode(), hashlib.sha256).hexdigest()
+        return f"hf-{digest[:48]}"
     if not browser_key:
         raise ValueError("A browser key is needed when nobody is signed in.")
     return browser_key

@@ -53,14 +53,24 @@ def test_sign_in_only_on_a_space_with_oauth() -> None:
 
 
 def test_owner_key_follows_the_account_when_signed_in() -> None:
-    class Profile:
-        username = "alice"
+    from studio.owners import is_owner_key
 
-    assert hosting.owner_key(Profile(), "browser-key-1") == "hf:alice"
-    assert hosting.owner_key(Profile(), "browser-key-2") == "hf:alice"
-    assert hosting.owner_key(None, "browser-key-1") == "browser-key-1"
+    class Profile:
+        def __init__(self, username: str) -> None:
+            self.username = username
+
+    secret = "s" * 40
+    alice = hosting.owner_key(Profile("alice"), "browser-key-1", secret)
+    assert alice == hosting.owner_key(Profile("alice"), "browser-key-2", secret), "same on every browser"
+    assert is_owner_key(alice), "usable wherever the studio takes an owner key"
+    assert "alice" not in alice, "not guessable from the username"
+    assert alice != hosting.owner_key(Profile("alice"), "k", "t" * 40), "depends on the server secret"
+    assert alice != hosting.owner_key(Profile("bob"), "k", secret)
+    assert hosting.owner_key(None, "browser-key-1", secret) == "browser-key-1"
     with pytest.raises(ValueError, match="browser key"):
-        hosting.owner_key(None, "")
+        hosting.owner_key(None, "", secret)
+    with pytest.raises(ValueError, match="32 characters"):
+        hosting.owner_key(Profile("alice"), "k", "short")
 
 
 def test_history_note_only_without_persistent_storage(tmp_path: Path) -> None:
