@@ -19,6 +19,7 @@ request path is used as a file path. Unknown, revoked and malformed tokens get t
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,6 +48,8 @@ from storage import (
 )
 
 from . import hosting
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CSS_PATH = "/share-static/share.css"
@@ -79,6 +82,7 @@ class SharedTake:
     created_at: datetime
     video: Path
     poster: Path | None
+    start_image: bool = False  # the take began from an image (never its path)
 
 
 Finder = Callable[[str], "SharedTake | None"]
@@ -123,7 +127,7 @@ def token_from(value: str) -> str:
     return candidate
 
 
-def _settings(request: GenerationRequest) -> list[tuple[str, str]]:
+def _settings(request: GenerationRequest, start_image: bool) -> list[tuple[str, str]]:
     seconds = request.frames / request.fps if request.fps else 0
     rows = [
         ("Seed", str(request.seed)),
@@ -135,7 +139,7 @@ def _settings(request: GenerationRequest) -> list[tuple[str, str]]:
     if request.guidance_low is not None:
         rows.append(("Guidance, low-noise expert", f"{request.guidance_low:g}"))
     rows.append(("Flow shift", f"{request.flow_shift:g}"))
-    if request.image_path:
+    if start_image:
         rows.append(("Start image", "yes"))
     return rows
 
@@ -163,7 +167,7 @@ def render_page(take: SharedTake, base_url: str) -> str:
         variant_label=spec.label if spec else request.variant,
         made_iso=made.astimezone(timezone.utc).isoformat(timespec="seconds"),
         made_text=made.astimezone(timezone.utc).strftime("%d %b %Y, %H:%M UTC"),
-        settings=_settings(request),
+        settings=_settings(request, take.start_image),
     )
 
 
@@ -192,7 +196,12 @@ def share_routes(find: Finder, base_url: Callable[[Request], str] | None = None)
         take = lookup(request)
         if take is None:
             return await missing(request)
-        return HTMLResponse(render_page(take, resolve_base(request)), headers=SECURITY_HEADERS)
+        try:
+            html = render_page(take, resolve_base(request))
+        except (TypeError, ValueError):  # settings stored by an older or foreign client
+            log.warning("Share link %s… names a take whose settings cannot be shown.", take.token[:6])
+            return await missing(request)
+        return HTMLResponse(html, headers=SECURITY_HEADERS)
 
     async def video(request: Request) -> Response:
         take = lookup(request)
@@ -234,8 +243,13 @@ def storage_finder(db: Database) -> Finder:
             poster = db.media.resolve(take.poster_path) if take.poster_path else None
         except MediaPathError:
             return None
+        try:
+            request = GenerationRequest.from_dict(take.request)
+        except (TypeError, ValueError):
+            log.warning("Share link %s… names a take whose settings cannot be read.", token[:6])
+            return None
         made = take.finished_at or take.queued_at
-        return SharedTake(token, GenerationRequest.from_dict(take.request), made, video, poster)
+        return SharedTake(token, request, made, video, poster, bool(take.image_path or request.image_path))
 
     return find
 

@@ -28,8 +28,9 @@ def tiny_request(prompt: str, seed: int = 7) -> GenerationRequest:
                              guidance_low=None, flow_shift=5.0)
 
 
-def finished_take(db: Database, owner: str, prompt: str, work: Path, seed: int = 7) -> TakeRecord:
-    """A completed take of `owner` with a real H.264 MP4 and a JPEG poster."""
+def finished_take(db: Database, owner: str, prompt: str, work: Path, seed: int = 7,
+                  image: bytes | None = None) -> TakeRecord:
+    """A completed take of `owner` with a real H.264 MP4 and a JPEG poster (and a start image)."""
     request = tiny_request(prompt, seed)
     ramp = np.linspace(0, 255, request.width, dtype=np.float32)
     frames = np.stack([np.stack([np.broadcast_to((ramp + 20 * t + seed) % 256, (request.height, request.width))] * 3,
@@ -39,7 +40,7 @@ def finished_take(db: Database, owner: str, prompt: str, work: Path, seed: int =
     poster = write_poster(frames[0], work / f"take-{seed}.jpg")
     with db.session() as session, session.begin():
         project = get_or_create_default_project(session, owner)
-        take = add_take(session, owner, project.id, request.to_dict())
+        take = add_take(session, owner, project.id, request.to_dict(), image=image)
         start_take(session, owner, take.id)
         return finish_take(session, owner, take.id, "completed", video=video, poster=poster)
 

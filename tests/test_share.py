@@ -3,16 +3,18 @@ HTTP ranges, one 404 for unknown and revoked links, and the UI handlers (create,
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from pipelines.request import GenerationRequest
-from share_support import PageParser, finished_take, share
-from storage import Database, add_take, get_or_create_default_project
+from share_support import PageParser, finished_take, share, tiny_request
+from storage import Database, add_take, finish_take, get_or_create_default_project, start_take
 from studio.share import (
     ShareError,
     create_link,
@@ -244,6 +246,38 @@ def test_load_remix_gives_the_takes_request_and_parent(db: Database, tmp_path: P
     assert load_remix(db, token) is None and remix_parent(db, token) is None
     assert load_remix(db, "not a token") is None
     assert load_remix(db, "C" * 43) is None
+
+
+def test_remix_of_an_image_take_gets_its_stored_image(db: Database, client: TestClient, tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(buffer, format="PNG")
+    take = finished_take(db, "alice", "the red card flutters", tmp_path / "work", image=buffer.getvalue())
+    token = share(db, "alice", take.id)
+    remix = load_remix(db, token)
+    image = Path(remix["image_path"])
+    assert image.is_file() and image.is_relative_to(db.media.root)
+    assert image.read_bytes() == buffer.getvalue()
+    page = PageParser(client.get(f"/share/{token}").text)
+    assert "Start image yes" in " ".join(page.text["share-settings"].split())
+    assert take.image_path not in client.get(f"/share/{token}").text
+
+
+@pytest.mark.parametrize("stored", [
+    {"variant": "ti2v-5b", "prompt": "settings from an API client"},
+    {**tiny_request("wrong types").to_dict(), "guidance": "strong", "fps": "fast"},
+])
+def test_a_take_whose_settings_cannot_be_read_gets_the_404_page(db: Database, client: TestClient,
+                                                                 tmp_path: Path, stored: dict) -> None:
+    take = finished_take(db, "alice", "fine", tmp_path / "work")
+    with db.session() as session, session.begin():
+        project = get_or_create_default_project(session, "alice")
+        odd = add_take(session, "alice", project.id, stored)
+        start_take(session, "alice", odd.id)
+        finish_take(session, "alice", odd.id, "completed", video=db.media.resolve(take.video_path),
+                    poster=db.media.resolve(take.poster_path))
+    token = share(db, "alice", odd.id)
+    response = client.get(f"/share/{token}")
+    assert response.status_code == 404 and "does not lead to a take" in response.text
 
 
 def test_shorten_cuts_at_a_word_on_one_line() -> None:
