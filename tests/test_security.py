@@ -248,6 +248,9 @@ def test_no_script_from_a_prompt_runs_in_a_browser(studio: Studio) -> None:
                 assert description == shorten(prompt, 200)
                 assert page.get_attribute("#share-remix", "href").endswith(f"/?remix={token}")
             assert dialogs == []
+            page.goto(f"http://127.0.0.1:{studio.port}/share/{studio.token}", wait_until="load")
+            page.wait_for_function("document.getElementById('share-video').readyState >= 1", timeout=10_000)
+            assert page.evaluate("document.getElementById('share-video').error") is None, "the MP4 plays inline"
         finally:
             browser.close()
 
