@@ -133,6 +133,7 @@ def register_api(handlers: Handlers, slot: str) -> None:
                  "created_at": p.created_at.isoformat()} for p in records]
 
     gr.api(generate, api_name="generate", concurrency_limit=1, concurrency_id=slot)
-    gr.api(cancel, api_name="cancel", concurrency_limit=None)
-    gr.api(takes, api_name="takes", concurrency_limit=None)
-    gr.api(projects, api_name="projects", concurrency_limit=None)
+    # Not queued: they answer at once even while the generation slot is busy.
+    gr.api(cancel, api_name="cancel", queue=False)
+    gr.api(takes, api_name="takes", queue=False)
+    gr.api(projects, api_name="projects", queue=False)

@@ -303,6 +303,40 @@ class Handlers:
         shown["guidance_low"] = gr.update(value=values["guidance_low"], visible=spec.experts == 2)
         return [shown[name] for name in forms.FORM_FIELDS]
 
+    def share(self, owner: str, take_id: int | None, request: gr.Request) -> str:
+        """Make (or reuse) the selected take's share link and show its URL."""
+        from . import hosting, share
+
+        take = self._take(owner, take_id)
+        try:
+            return share.create_link(self.db, owner, take.id, hosting.public_base_url(request))
+        except (share.ShareError, ValueError) as exc:
+            raise gr.Error(str(exc)) from None
+
+    def revoke(self, owner: str, url: str) -> tuple[str, str]:
+        """End the share link shown in the share box."""
+        from . import share
+
+        if not url:
+            raise gr.Error("Share a take first; then Revoke ends that link.")
+        if not share.revoke_link(self.db, owner, url):
+            raise gr.Error("That link is not one of yours or was already revoked.")
+        return "", message_html("The link is revoked: it now shows a not-found page.", "notice")
+
+    def remix_from_link(self, request: gr.Request) -> tuple[Any, ...]:
+        """`/?remix=<token>`: fill the form from a shared take (saved in this browser's project)."""
+        from . import share
+
+        token = (request.query_params.get("remix") if request is not None else None) or ""
+        stored = share.load_remix(self.db, token) if token else None
+        if stored is None:
+            message = message_html("That remix link no longer works.", "notice") if token else gr.skip()
+            return (*[gr.skip()] * len(forms.FORM_FIELDS), gr.skip(), message)
+        values = forms.form_from_stored(stored)
+        values["image"] = stored.get("image_path")
+        return (*self._form_updates(values), None,
+                message_html("Remixing a shared take: change what you like, then Generate."))
+
     def toggle_favourite(self, owner: str, take_id: int | None,
                          project_id: int | None) -> tuple[Any, ...]:
         """Flip the selected take's favourite mark."""

@@ -123,6 +123,11 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                     continue_button = gr.Button("Continue", size="sm", elem_id="continue")
                     favourite = gr.Button("☆ Favourite", size="sm", elem_id="favourite")
                     delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-take")
+                with gr.Row(elem_id="share-bar"):
+                    share = gr.Button("Share", size="sm", elem_id="share", scale=1)
+                    share_url = gr.Textbox(label="Share link", interactive=False, buttons=["copy"],
+                                           elem_id="share-url", scale=4)
+                    revoke = gr.Button("Revoke", size="sm", elem_id="share-revoke", scale=1)
                 details = gr.HTML("", elem_id="take-details")
 
         with gr.Column(elem_id="library"):
@@ -196,6 +201,12 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                         [favourite, *history_out], api_visibility="private")
         delete.click(handlers.delete_take, [owner, selected, project_id],
                      [selected, video, details, *history_out], api_visibility="private")
+
+        share.click(handlers.share, [owner, selected], share_url, api_visibility="private")
+        revoke.click(handlers.revoke, [owner, share_url], [share_url, progress],
+                     api_visibility="private")
+        demo.load(handlers.remix_from_link, None, [*form, lineage, progress],
+                  api_visibility="private")
 
         register_api(handlers, GENERATION_SLOT)
     return demo

@@ -270,3 +270,27 @@ def test_launch_serves_media_only_never_the_data_folder(studio: Studio) -> None:
     assert kwargs["allowed_paths"] == [str(studio.db.media.root)]
     assert all(Path(p) != data and not data.is_relative_to(Path(p)) for p in kwargs["allowed_paths"])
     assert kwargs["share"] is False and kwargs["css_paths"][0].is_file()
+
+
+def test_share_revoke_and_remix_from_a_link(studio: Studio, owner: tuple[str, int],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.requests import Request
+
+    monkeypatch.setenv("WAN_STUDIO_PUBLIC_URL", "https://studio.example")
+    key, _ = owner
+    take_id = run_all(studio, owner, style="claymation")[-1][3]
+    url = studio.handlers.share(key, take_id, None)
+    assert url.startswith("https://studio.example/share/")
+    with pytest.raises(gr.Error, match="no longer exists"):
+        studio.handlers.share(new_owner_key(), take_id, None)
+    token = url.rsplit("/", 1)[-1]
+    visit = gr.Request(request=Request({"type": "http", "method": "GET", "path": "/",
+                                        "query_string": f"remix={token}".encode(), "headers": []}))
+    filled = studio.handlers.remix_from_link(visit)
+    values = dict(zip(forms.FORM_FIELDS, filled[:len(forms.FORM_FIELDS)]))
+    assert values["style"] == "claymation" and values["prompt"] == "a red ball rolls across the meadow"
+    with pytest.raises(gr.Error, match="not one of yours"):
+        studio.handlers.revoke(new_owner_key(), url)
+    assert studio.handlers.revoke(key, url)[0] == ""
+    after = studio.handlers.remix_from_link(visit)
+    assert "no longer works" in after[-1]
