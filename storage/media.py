@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -26,6 +27,9 @@ _ACCEPTED: dict[str, tuple[str, ...]] = {
     "image": (".png", ".jpg", ".webp"),
 }
 _COPY_CHUNK = 1 << 20
+# What generated paths look like: parts of letters, digits, '_', '-' and '.', never starting with
+# '.', so no '.', '..', hidden or temporary names, no empty parts, no leading '/', '\\' or NUL.
+_SAFE_RELATIVE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 
 
 def sniff_suffix(head: bytes) -> str | None:
@@ -98,21 +102,14 @@ class MediaStore:
 
     def _walk(self, relative: str, memo: dict[str, int | None] | None) -> tuple[str, int | None]:
         """Check a stored path part by part without following links: (absolute path, its lstat mode)."""
-        if not isinstance(relative, str) or not relative:
-            raise MediaPathError("A media path must be a non-empty relative path.")
-        if len(relative) > 1024:
-            raise MediaPathError("A media path may not be longer than 1024 characters.")
-        if "\x00" in relative or "\\" in relative:
-            raise MediaPathError("A media path may not contain NUL or backslash characters.")
-        if relative.startswith("/") or (len(relative) > 1 and relative[1] == ":"):
-            raise MediaPathError("A media path must be relative to the media folder.")
-        parts = relative.split("/")
-        if any(part in ("", ".", "..") for part in parts):
-            raise MediaPathError("A media path may not contain '.', '..' or empty parts.")
+        if not isinstance(relative, str) or len(relative) > 1024 or not _SAFE_RELATIVE.fullmatch(relative):
+            raise MediaPathError(_why_refused(relative))
         memo = {} if memo is None else memo
-        current, mode = self._root_str, None
-        for part in parts:
-            current = f"{current}/{part}"
+        mode: int | None = None
+        end = -1
+        while True:
+            end = relative.find("/", end + 1)
+            current = f"{self._root_str}/{relative if end < 0 else relative[:end]}"
             if current in memo:
                 mode = memo[current]
             else:
@@ -125,8 +122,8 @@ class MediaStore:
                 break  # the rest does not exist, so nothing below can lead elsewhere
             if stat.S_ISLNK(mode):
                 raise MediaPathError("A media path may not lead outside the media folder through a link.")
-        else:
-            return current, mode
+            if end < 0:
+                return current, mode
         return f"{self._root_str}/{relative}", None
 
     # Writing ------------------------------------------------------------------------------------
@@ -252,3 +249,18 @@ def _remove_empty_parents(folder: Path, root: Path) -> None:
         except OSError:
             return
         folder = folder.parent
+
+
+def _why_refused(relative: object) -> str:
+    """The reason a stored path does not have the shape of one the store generated."""
+    if not isinstance(relative, str) or not relative:
+        return "A media path must be a non-empty relative path."
+    if len(relative) > 1024:
+        return "A media path may not be longer than 1024 characters."
+    if "\x00" in relative or "\\" in relative:
+        return "A media path may not contain NUL or backslash characters."
+    if relative.startswith("/") or (len(relative) > 1 and relative[1] == ":"):
+        return "A media path must be relative to the media folder."
+    if any(part in ("", ".", "..") for part in relative.split("/")):
+        return "A media path may not contain '.', '..' or empty parts."
+    return "A media path may only hold letters, digits, '_', '-' and '.', as generated names do."

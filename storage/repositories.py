@@ -249,8 +249,6 @@ def list_takes(
     """The takes of the owner's project, newest first, one page (optionally favourites only)."""
     limit, offset = check_page(limit, offset)
     owner, project_id = check_owner(owner), check_id(project_id, "project")
-    if session.scalar(select(Project.id).where(Project.id == project_id, Project.owner == owner)) is None:
-        raise NotFoundError("That project was not found.")
     # Page through ids on the covering index first, so a deep offset skips index entries, not rows.
     page = select(_TAKES.c.id).where(_TAKES.c.project_id == project_id)
     if favourites_only:
@@ -259,6 +257,10 @@ def list_takes(
     rows = session.execute(
         select(_TAKES).where(_TAKES.c.id.in_(page.scalar_subquery()), _TAKES.c.owner == owner)
         .order_by(_TAKES.c.id.desc())).all()
+    # Takes carry their project's owner, so rows prove ownership; only an empty page must ask.
+    if not rows and session.scalar(
+            select(Project.id).where(Project.id == project_id, Project.owner == owner)) is None:
+        raise NotFoundError("That project was not found.")
     media, memo = filehooks.media_of(session), {}
     return [_row_record(row, media, memo) for row in rows]
 
