@@ -26,6 +26,10 @@ second, and return frozen records (`ProjectRecord`, `TakeRecord`, `ShareLinkReco
 objects. Another owner's project or take raises `NotFoundError` (mutations) or gives None (`get_*`),
 exactly as a missing one does. Only `resolve_share_link(session, token)` crosses owners.
 
+Owner keys: 1-256 printable characters, no spaces. Names: surrounding whitespace is trimmed; empty,
+over 200 characters, control characters and bidi overrides are refused; everything else (emoji,
+right-to-left text) is stored exactly.
+
 Projects: `create_project(s, owner, name)`, `rename_project(s, owner, project_id, name)`,
 `delete_project(s, owner, project_id)` (its media go after commit), `get_project(s, owner, id)`,
 `list_projects(s, owner, limit=50, offset=0)` (newest first), `get_or_create_default_project(s, owner)`.
@@ -38,12 +42,15 @@ completed | failed | cancelled and `video`/`poster` are file paths or bytes (MP4
 the files are written first, the row second, and the files are removed if the transaction rolls
 back. `set_favourite`, `delete_take` (files removed after commit), `get_take(s, owner, take_id)`,
 `list_takes(s, owner, project_id, limit=50, offset=0, favourites_only=False)` (newest first),
-`lineage(s, owner, take_id)` (root ancestor first, the take last).
+`lineage(s, owner, take_id)` (root ancestor first, the take last). A parent take must be the same
+owner's (for a remix of someone else's shared take, pass no parent). A take or project with a take
+still pending or running cannot be deleted (cancel first).
 Statuses: pending -> running -> completed | failed | cancelled; pending -> failed | cancelled;
 pending/running -> interrupted (only at start-up, by `Database.recover_interrupted`). Anything
 else raises `TransitionError`.
 
-Share links: `create_share_link(s, owner, take_id)` (token: secrets.token_urlsafe(32)),
+Share links: `create_share_link(s, owner, take_id)` (completed takes only; returns the take's active
+link if it has one, else a new token from secrets.token_urlsafe(32)),
 `revoke_share_link(s, owner, token)`, `list_share_links(s, owner, take_id)`,
 `resolve_share_link(s, token) -> TakeRecord | None` (None when unknown, malformed or revoked).
 
