@@ -60,6 +60,8 @@ def run_and_kill(data: Path, committed: int) -> list[tuple[int, int]]:
     child = subprocess.Popen([sys.executable, "-c", WRITER, str(data)], cwd=ROOT,
                              stdout=subprocess.PIPE, text=True)
     done: list[tuple[int, int]] = []
+    watchdog = threading.Timer(120, child.kill)  # a hung writer fails the test instead of hanging it
+    watchdog.start()
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
@@ -70,6 +72,7 @@ def run_and_kill(data: Path, committed: int) -> list[tuple[int, int]]:
             done.append((take_id, index))
         time.sleep(random.uniform(0, 0.03))  # land somewhere inside the next take's writes
     finally:
+        watchdog.cancel()
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
