@@ -41,7 +41,7 @@ def make_engine(path: Path, *, foreign_keys: bool = True) -> Engine:
         f"sqlite+pysqlite:///{path}",
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
         pool_size=8,
-        max_overflow=8,
+        max_overflow=32,  # Gradio's worker threads may all want a session at once
     )
 
     @event.listens_for(engine, "connect")
