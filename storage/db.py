@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import filehooks
 from .errors import StorageError
 from .media import MediaStore
+from .models import dump_json
 from .paths import DB_FILENAME, MEDIA_DIRNAME
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def make_engine(path: Path, *, foreign_keys: bool = True) -> Engine:
     engine = create_engine(
         f"sqlite+pysqlite:///{path}",
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        json_serializer=dump_json,
         pool_size=8,
         max_overflow=32,  # Gradio's worker threads may all want a session at once
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from functools import cached_property
 from typing import Any, Literal
 
 
@@ -58,7 +60,7 @@ class TakeRecord:
     id: int
     project_id: int
     owner: str
-    request: dict[str, Any]  # a fresh copy per record: GenerationRequest.from_dict(record.request)
+    request_json: str = field(repr=False)  # the stored request; `.request` decodes it
     variant: str
     seed: int | None
     prompt: str
@@ -76,6 +78,11 @@ class TakeRecord:
     parent_kind: ParentKind | None
     favourite: bool
     media_missing: bool  # a file this row names is not on disk
+
+    @cached_property
+    def request(self) -> dict[str, Any]:
+        """The full request as a dict (decoded once per record): GenerationRequest.from_dict(...)."""
+        return json.loads(self.request_json)
 
     @property
     def finished(self) -> bool:

@@ -6,19 +6,18 @@ reported exactly as a missing one (`NotFoundError`, or None from `get_*`).
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Row, delete, func, literal, select
+from sqlalchemy import Row, Text, delete, func, literal, select, type_coerce
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from . import filehooks
 from .errors import InvalidInputError, NotFoundError, TransitionError
 from .media import MediaStore, Source
-from .models import Owner, Project, ShareLink, Take, utcnow
+from .models import Owner, Project, ShareLink, Take, dump_json, utcnow
 from .records import (
     PARENT_KINDS,
     TRANSITIONS,
@@ -41,7 +40,10 @@ from .validation import (
 DEFAULT_PROJECT_NAME = "My project"
 INTERRUPTED_MESSAGE = "The studio stopped before this take finished; generate it again."
 _LINEAGE_MAX_DEPTH = 10_000
-_TAKES = Take.__table__  # reads select plain rows: no identity map, no shared mutable state
+_TAKES = Take.__table__
+# Reads select plain rows (no identity map, no shared state), with the request left as JSON text.
+_TAKE_ROW = select(*(type_coerce(c, Text).label("request") if c.key == "request" else c
+                     for c in _TAKES.columns))
 
 # Projects ---------------------------------------------------------------------------------------
 
@@ -234,7 +236,7 @@ def delete_take(session: Session, owner: str, take_id: int) -> None:
 def get_take(session: Session, owner: str, take_id: int) -> TakeRecord | None:
     """The owner's take, or None."""
     owner, take_id = check_owner(owner), check_id(take_id, "take")
-    row = session.execute(select(_TAKES).where(_TAKES.c.id == take_id, _TAKES.c.owner == owner)).first()
+    row = session.execute(_TAKE_ROW.where(_TAKES.c.id == take_id, _TAKES.c.owner == owner)).first()
     return None if row is None else _row_record(row, filehooks.media_of(session), {})
 
 
@@ -255,7 +257,7 @@ def list_takes(
         page = page.where(_TAKES.c.favourite.is_(True))
     page = page.order_by(_TAKES.c.id.desc()).limit(limit).offset(offset)
     rows = session.execute(
-        select(_TAKES).where(_TAKES.c.id.in_(page.scalar_subquery()), _TAKES.c.owner == owner)
+        _TAKE_ROW.where(_TAKES.c.id.in_(page.scalar_subquery()), _TAKES.c.owner == owner)
         .order_by(_TAKES.c.id.desc())).all()
     # Takes carry their project's owner, so rows prove ownership; only an empty page must ask.
     if not rows and session.scalar(
@@ -276,7 +278,7 @@ def lineage(session: Session, owner: str, take_id: int) -> list[TakeRecord]:
             .where(Take.owner == owner, start.c.depth < _LINEAGE_MAX_DEPTH))
     ancestors = start.union_all(step)
     rows = session.execute(
-        select(_TAKES).join(ancestors, _TAKES.c.id == ancestors.c.id).order_by(ancestors.c.depth.desc())
+        _TAKE_ROW.join(ancestors, _TAKES.c.id == ancestors.c.id).order_by(ancestors.c.depth.desc())
     ).all()
     if not rows:
         raise NotFoundError("That take was not found.")
@@ -351,7 +353,7 @@ def resolve_share_link(session: Session, token: str) -> TakeRecord | None:
     if not is_token_shaped(token):
         return None
     row = session.execute(
-        select(_TAKES).join(ShareLink, ShareLink.take_id == _TAKES.c.id)
+        _TAKE_ROW.join(ShareLink, ShareLink.take_id == _TAKES.c.id)
         .where(ShareLink.token == token, ShareLink.revoked_at.is_(None))).first()
     return None if row is None else _row_record(row, filehooks.media_of(session), {})
 
@@ -401,12 +403,12 @@ def _project_record(project: Project, take_count: int) -> ProjectRecord:
 def _take_record(session: Session, take: Take) -> TakeRecord:
     """The record of an ORM take (after a change); the request is copied, not shared."""
     values = {column.key: getattr(take, column.key) for column in _TAKES.columns}
-    values["request"] = json.loads(json.dumps(take.request))
+    values["request"] = dump_json(take.request)
     return _record(values, filehooks.media_of(session), {})
 
 
 def _row_record(row: Row[Any], media: MediaStore, memo: dict[str, int | None]) -> TakeRecord:
-    """The record of a plain result row (reads skip the ORM: each row decodes its own request)."""
+    """The record of a plain result row (reads skip the ORM; the request stays JSON text until used)."""
     return _record(row._mapping, media, memo)
 
 
@@ -414,7 +416,7 @@ def _record(values: Mapping[str, Any], media: MediaStore, memo: dict[str, int | 
     paths = (values["video_path"], values["poster_path"], values["image_path"])
     return TakeRecord(
         id=values["id"], project_id=values["project_id"], owner=values["owner"],
-        request=values["request"], variant=values["variant"], seed=values["seed"],
+        request_json=values["request"], variant=values["variant"], seed=values["seed"],
         prompt=values["prompt"], status=TakeStatus(values["status"]), error=values["error"],
         step=values["step"], total_steps=values["total_steps"], queued_at=values["queued_at"],
         started_at=values["started_at"], finished_at=values["finished_at"],

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidInputError
-from .models import NAME_MAX, OWNER_MAX, TOKEN_MAX
+from .models import NAME_MAX, OWNER_MAX, TOKEN_MAX, dump_json
 
 MAX_PAGE = 200
 MAX_REQUEST_BYTES = 256 * 1024
@@ -70,7 +70,7 @@ def check_request(request: Any) -> dict[str, Any]:
     if not isinstance(request, Mapping):
         raise InvalidInputError("The request to store must be a dict (GenerationRequest.to_dict()).")
     try:
-        text = json.dumps(dict(request), ensure_ascii=False, allow_nan=False, sort_keys=True)
+        text = dump_json(dict(request))
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"The request cannot be stored as JSON ({exc}).") from exc
     if len(text.encode("utf-8")) > MAX_REQUEST_BYTES:

@@ -357,6 +357,17 @@ def test_requests_are_copied_not_shared(db: storage.Database, project: storage.P
         stored.status = "completed"  # type: ignore[misc]
 
 
+def test_records_from_writes_equal_records_from_reads(db: storage.Database,
+                                                      project: storage.ProjectRecord) -> None:
+    request = {**REQUEST, "prompt": "夜の街、ネオンの雨 🌃 — «ночь»", "negative_prompt": "色调艳丽"}
+    with db.session() as s, s.begin():
+        written = storage.add_take(s, "alice", project.id, request)
+    with db.read_session() as s, s.begin():
+        read = storage.get_take(s, "alice", written.id)
+    assert read == written and read.request == request and read.prompt == request["prompt"]
+    assert "夜の街" in read.request_json  # stored as text, not \u escapes
+
+
 def test_input_image_is_copied_under_a_generated_name(db: storage.Database, project: storage.ProjectRecord,
                                                       tmp_path: Path) -> None:
     upload = tmp_path / "..evil name?.jpg"

@@ -41,8 +41,9 @@ def source(tmp_path: Path, migrated: Path):
 
 def comparable(take: storage.TakeRecord) -> dict:
     """What must survive a round trip: everything but ids, owner and where files live."""
-    data = dataclasses.asdict(take)
-    for key in ("id", "project_id", "owner", "parent_id", "video_path", "poster_path", "image_path"):
+    data = dataclasses.asdict(take) | {"request": take.request}
+    for key in ("id", "project_id", "owner", "parent_id", "video_path", "poster_path", "image_path",
+                "request_json"):
         data.pop(key)
     return data
 
