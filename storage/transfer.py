@@ -29,7 +29,11 @@ _KINDS = ("video", "poster", "image")
 
 
 def export_project(session: Session, owner: str, project_id: int, zip_path: str | os.PathLike[str]) -> Path:
-    """Write the owner's project to `zip_path` (atomically) and return that path."""
+    """Write the owner's project to `zip_path` (atomically) and return that path.
+
+    The zip holds project.json (the project, every take's request, status, times and lineage)
+    and the takes' media. Share links stay behind: they belong to this deployment.
+    """
     project = _project_row(session, owner, project_id)
     media = filehooks.media_of(session)
     takes = session.scalars(select(Take).where(Take.project_id == project.id).order_by(Take.id)).all()
