@@ -147,9 +147,11 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
         history_out = [history, history_ids]
 
         # -- load, variant and live prompt ----------------------------------------------
+        # Dropdowns use .select (a user's pick): .input also fires on blur, which would reset
+        # the settings whenever focus merely passes through.
         demo.load(handlers.load, [owner], [owner, project, history, history_ids, project_id],
                   api_visibility="private")
-        widgets["variant"].input(
+        widgets["variant"].select(
             handlers.switch_variant, [widgets["variant"]],
             [widgets["image"], size_preset, widgets["width"], widgets["height"], frames_preset,
              widgets["frames"],
@@ -158,13 +160,13 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
         gr.on([widgets[n].change for n in ("variant", "prompt", "image", *forms.CONTROL_FIELDS)]
               + [demo.load], handlers.compose, form, final_prompt, queue=False,
               show_progress="hidden", api_visibility="private")
-        size_preset.input(handlers.apply_size_preset, [size_preset],
+        size_preset.select(handlers.apply_size_preset, [size_preset],
                            [widgets["width"], widgets["height"]], queue=False,
                            api_visibility="private")
         gr.on([widgets["width"].input, widgets["height"].input], handlers.size_label,
               [widgets["width"], widgets["height"], size_preset], size_preset, queue=False,
               show_progress="hidden", api_visibility="private")
-        frames_preset.input(lambda n: n, frames_preset, widgets["frames"], queue=False,
+        frames_preset.select(lambda n: n, frames_preset, widgets["frames"], queue=False,
                             api_visibility="private")
         seed_button.click(handlers.random_seed, None, widgets["seed"], queue=False,
                           api_visibility="private")
@@ -174,7 +176,8 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
             handlers.generate, [owner, project_id, lineage, *form],
             [preview, progress, video, current, history, history_ids],
             validator=handlers.validate, concurrency_limit=1, concurrency_id=GENERATION_SLOT,
-            show_progress="minimal", api_name="ui_generate", api_visibility="private")
+            show_progress="full", show_progress_on=[video], api_name="ui_generate",
+            api_visibility="private")  # the empty video area shows the queue position
         run.then(lambda: None, None, lineage, queue=False, api_visibility="private")
         cancel.click(handlers.cancel, [owner, current], progress, cancels=[run], queue=False,
                      api_name="ui_cancel", api_visibility="private")

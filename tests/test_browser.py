@@ -75,6 +75,13 @@ def test_write_pick_generate_watch_and_keep(studio_url: str, browser, tmp_path: 
     page.wait_for_function("document.querySelector('#project input')?.value?.length > 0",
                            timeout=30_000)
 
+    pick(page, "variant", "TI2V-5B")
+    page.wait_for_function("document.querySelector('#width input').value === '1280'", timeout=15_000)
+    assert page.locator("#image").is_visible() and page.locator("#steps input").input_value() == "50"
+    pick(page, "variant", "T2V-A14B")
+    page.wait_for_function("document.querySelector('#steps input').value === '40'", timeout=15_000)
+    assert not page.locator("#image").is_visible()
+
     page.fill("#prompt textarea", "a red ball rolls across the meadow")
     final = page.locator("#final-prompt textarea")
     page.wait_for_function("document.querySelector('#final-prompt textarea').value"
@@ -101,7 +108,7 @@ def test_write_pick_generate_watch_and_keep(studio_url: str, browser, tmp_path: 
     stages = page.evaluate("[...window.__stages]")
     assert "High-noise expert: layout and motion" in stages and "Low-noise expert: detail" in stages
     page.wait_for_function("document.querySelector('#video video').readyState >= 1", timeout=30_000)
-    assert page.evaluate("document.querySelector('#video video').duration") > 0
+    assert 0 < page.evaluate("document.querySelector('#video video').duration") < 1.5  # 9 frames
     page.wait_for_selector("#history img", timeout=30_000)
     assert "completed" in page.inner_text("#history")
     shots = Path(os.environ.get("WAN_STUDIO_SCREENSHOTS", tmp_path))
