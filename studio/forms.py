@@ -23,9 +23,7 @@ FORM_FIELDS: tuple[str, ...] = SETTING_FIELDS + CONTROL_FIELDS
 # build_request's field names -> the form control that shows the message
 ERROR_TARGETS: dict[str, str] = {"image_path": "image", "fps": "frames", "preview.max_side": "steps",
                                  "preview.decode_every": "steps"}
-ERROR_FIELDS: tuple[str, ...] = ("variant", "prompt", "negative_prompt", "image", "width", "height",
-                                 "frames", "steps", "seed", "guidance", "guidance_low", "flow_shift",
-                                 "controls")
+ERROR_SLOTS: tuple[str, ...] = ("variant", "prompt", "image", "controls", "settings")
 STUDIO_KEY = "studio"  # extra key in the stored request dict: the user's text and the controls
 RANDOM_SEED = -1
 CUSTOM = "custom"
@@ -51,6 +49,15 @@ def form_dict(values: Sequence[Any]) -> dict[str, Any]:
     if len(values) != len(FORM_FIELDS):
         raise ValueError(f"Expected {len(FORM_FIELDS)} form values, got {len(values)}.")
     return dict(zip(FORM_FIELDS, values))
+
+
+def error_slot(field: str | None) -> str:
+    """Which message slot sits next to the control named by a RequestError's field."""
+    if field in ("variant", "prompt", "image"):
+        return str(field)
+    if field in CONTROL_FIELDS or field == "controls":
+        return "controls"
+    return "settings" if field else "prompt"
 
 
 def controls_from_form(form: Mapping[str, Any]) -> CinematicControls:

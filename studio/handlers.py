@@ -1,6 +1,6 @@
 """UI event handlers: plain methods over storage, the model manager and the runner.
 
-They take and return widget values (and gr.update/gr.validate objects), so tests call them
+They take and return widget values (and gr.update objects), so tests call them
 directly without a browser. Form widgets always arrive in `forms.FORM_FIELDS` order.
 """
 
@@ -358,18 +358,27 @@ class Handlers:
 
     # -- generation -------------------------------------------------------------------------
 
-    def validate(self, owner: str, project_id: int | None, lineage: Any, *values: Any) -> list[Any]:
-        """Per-control validation shown next to the control (Gradio validator)."""
-        ok = gr.validate(True, "")
-        results = [ok, ok, ok] + [ok] * len(values)
+    def field_errors(self, *values: Any) -> tuple[Any, ...]:
+        """Error slots (variant, prompt, image, controls, settings) and a red mark on the control
+        at fault; everything empty when the form is valid."""
+        slots = {slot: "" for slot in forms.ERROR_SLOTS}
+        marked = None
         try:
             self.request(forms.form_dict(values))
         except RequestError as exc:
-            field = exc.field if exc.field in forms.FORM_FIELDS else "prompt"
-            if exc.field == "controls":
-                field = "light_source"
-            results[3 + forms.FORM_FIELDS.index(field)] = gr.validate(False, str(exc))
-        return results
+            slot = forms.error_slot(exc.field)
+            slots[slot] = message_html(str(exc), "error")
+            marked = exc.field if exc.field in forms.FORM_FIELDS else None
+        marks = [gr.update(elem_classes=["field-error"] if name == marked else [])
+                 for name in forms.FORM_FIELDS]
+        return (*slots.values(), *marks)
+
+    def require_valid(self, *values: Any) -> None:
+        """Stop the generate chain with the message when the form is invalid."""
+        try:
+            self.request(forms.form_dict(values))
+        except RequestError as exc:
+            raise gr.Error(str(exc)) from None
 
     def request(self, form: dict[str, Any]) -> forms.FormRequest:
         """Validate a form into a request for a variant that has weights."""

@@ -29,6 +29,10 @@ CONTROL_GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 )
 
 
+def _error_slot(name: str) -> gr.HTML:
+    return gr.HTML("", elem_id=f"{name}-error", padding=False, container=False)
+
+
 def _elem(name: str) -> str:
     return name.replace("_", "-")
 
@@ -40,6 +44,7 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
     defaults = handlers.defaults(variant_id)
     start = forms.form_for_variant(variant_id, defaults)
     widgets: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
 
     with gr.Blocks(title="Wan Studio", delete_cache=(3600, 3600), fill_width=True) as demo:
         owner = gr.BrowserState("", storage_key="wan-studio-owner", secret=owner_secret)
@@ -57,12 +62,15 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
             with gr.Column(scale=5, min_width=360, elem_id="shot-panel"):
                 widgets["variant"] = gr.Dropdown(handlers.variant_choices(), value=variant_id,
                                                  label="Model", elem_id="variant")
+                errors["variant"] = _error_slot("variant")
                 widgets["prompt"] = gr.Textbox(label="Shot", lines=3, elem_id="prompt",
                                                placeholder="Subject + scene + motion, e.g. a red "
                                                "ball rolls across a meadow")
+                errors["prompt"] = _error_slot("prompt")
                 widgets["image"] = gr.Image(label="Start image", type="filepath", height=160,
                                             visible=spec.takes_image, elem_id="image",
                                             sources=["upload", "clipboard"])
+                errors["image"] = _error_slot("image")
                 with gr.Tabs(elem_id="controls"):
                     for group, controls in CONTROL_GROUPS:
                         with gr.Tab(group, elem_classes=["control-group"]):
@@ -71,6 +79,7 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                                     widgets[name] = gr.Dropdown(
                                         [("—", "")] + [(t, t) for t in VOCABULARY[name]], value="",
                                         label=label, elem_id=_elem(name), min_width=110)
+                errors["controls"] = _error_slot("controls")
                 final_prompt = gr.Textbox(label="Final prompt (sent and stored)", interactive=False,
                                           lines=2, max_lines=4, elem_id="final-prompt")
                 with gr.Accordion("Settings", open=True, elem_id="settings"):
@@ -109,6 +118,7 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                         widgets["negative_prompt"] = gr.Textbox(DEFAULT_NEGATIVE_PROMPT, lines=2,
                                                                 show_label=False,
                                                                 elem_id="negative-prompt")
+                    errors["settings"] = _error_slot("settings")
                 with gr.Row(elem_id="actions"):
                     generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
@@ -172,10 +182,15 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                           api_visibility="private")
 
         # -- generate and cancel ------------------------------------------------------------
-        run = generate.click(
+        error_slots = [errors[slot] for slot in forms.ERROR_SLOTS]
+        checked = generate.click(handlers.field_errors, form, [*error_slots, *form], queue=False,
+                                 show_progress="hidden", api_visibility="private")
+        checked = checked.then(handlers.require_valid, form, None, queue=False,
+                               show_progress="hidden", api_visibility="private")
+        run = checked.success(
             handlers.generate, [owner, project_id, lineage, *form],
             [preview, progress, video, current, history, history_ids],
-            validator=handlers.validate, concurrency_limit=1, concurrency_id=GENERATION_SLOT,
+            concurrency_limit=1, concurrency_id=GENERATION_SLOT,
             show_progress="full", show_progress_on=[video], api_name="ui_generate",
             api_visibility="private")  # the empty video area shows the queue position
         run.then(lambda: None, None, lineage, queue=False, api_visibility="private")

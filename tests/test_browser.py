@@ -82,6 +82,11 @@ def test_write_pick_generate_watch_and_keep(studio_url: str, browser, tmp_path: 
     page.wait_for_function("document.querySelector('#steps input').value === '40'", timeout=15_000)
     assert not page.locator("#image").is_visible()
 
+    page.click("#generate")  # nothing written yet: the message shows under the prompt
+    page.wait_for_function("document.querySelector('#prompt-error').innerText.includes('Write a prompt')",
+                           timeout=15_000)
+    assert page.locator("#video video").count() == 0
+
     page.fill("#prompt textarea", "a red ball rolls across the meadow")
     final = page.locator("#final-prompt textarea")
     page.wait_for_function("document.querySelector('#final-prompt textarea').value"
@@ -101,6 +106,7 @@ def test_write_pick_generate_watch_and_keep(studio_url: str, browser, tmp_path: 
     set_number(page, "steps", 12)
     page.evaluate(COUNT_PREVIEWS)
     page.click("#generate")
+    page.wait_for_function("!document.querySelector('#prompt-error').innerText.trim()", timeout=15_000)
 
     page.wait_for_function("document.querySelector('#video video')?.getAttribute('src')",
                            timeout=120_000)

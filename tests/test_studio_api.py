@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from gradio_client import Client
 
+import storage
 from studio.owners import new_owner_key
 from studio.server import QUEUE_SLOTS, Studio, build_studio, launch_kwargs
 from studio_helpers import TINY, free_port, weights_map
@@ -80,21 +82,38 @@ def test_cancel_stops_the_run_and_keeps_the_take(served) -> None:
 
 
 def test_queue_runs_jobs_one_at_a_time_in_order(served) -> None:
+    from gradio_client.utils import Status
+
     studio, client, _ = served
     owner = new_owner_key()
-    first = client.submit(settings(steps=12), owner, api_name="/generate")
-    second = client.submit(settings(seed=8), owner, api_name="/generate")
-    first_updates, second_updates = list(first), list(second)
-    assert first_updates[-1]["event"] == second_updates[-1]["event"] == "done"
-    a, b = first_updates[-1]["take"], second_updates[-1]["take"]
-    assert a["id"] < b["id"]
-    from datetime import datetime
+    outputs: list[list[dict]] = [[], [], []]
+    threads: list[threading.Thread] = []
 
-    import storage
+    def submit(index: int, **overrides: Any) -> Any:
+        job = client.submit(settings(**overrides), owner, api_name="/generate")
+        thread = threading.Thread(target=lambda: outputs[index].extend(job), daemon=True)
+        thread.start()
+        threads.append(thread)
+        return job
 
+    submit(0, steps=20)
+    deadline = time.monotonic() + 60
+    while not outputs[0] and time.monotonic() < deadline:  # the first job holds the slot
+        time.sleep(0.05)
+    second = submit(1, seed=8)
+    while second.status().code != Status.IN_QUEUE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert second.status().code == Status.IN_QUEUE  # waits behind the running job
+    submit(2, seed=9)
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [out[-1]["event"] for out in outputs] == ["done", "done", "done"]
+    ids = [out[-1]["take_id"] for out in outputs]
+    assert ids == sorted(ids)
     with studio.db.read_session() as s, s.begin():
-        started_b = storage.get_take(s, owner, b["id"]).started_at
-    assert datetime.fromisoformat(a["finished_at"]) <= started_b
+        takes = [storage.get_take(s, owner, take_id) for take_id in ids]
+    assert takes[0].finished_at <= takes[1].started_at
+    assert takes[1].finished_at <= takes[2].started_at
 
 
 def test_listing_stays_available_while_a_job_runs(served) -> None:

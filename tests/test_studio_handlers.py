@@ -131,13 +131,19 @@ def test_live_prompt_composition(studio: Studio) -> None:
     assert text == "a red ball rolls across the meadow. Dusk, telephoto lens."
 
 
-def test_validator_marks_the_control_at_fault(studio: Studio, owner: tuple[str, int]) -> None:
-    results = studio.handlers.validate(owner[0], owner[1], None, *ordered(form_values(height=9999)))
-    bad = [i for i, r in enumerate(results) if not r["is_valid"]]
-    assert bad == [3 + forms.FORM_FIELDS.index("height")]
-    assert "height must be between" in results[bad[0]]["message"]
-    assert all(r["is_valid"] for r in studio.handlers.validate(owner[0], owner[1], None,
-                                                               *ordered(form_values())))
+def test_bad_values_show_next_to_their_control_and_stop_the_run(studio: Studio) -> None:
+    out = studio.handlers.field_errors(*ordered(form_values(height=9999)))
+    slots = dict(zip(forms.ERROR_SLOTS, out[:len(forms.ERROR_SLOTS)]))
+    marks = dict(zip(forms.FORM_FIELDS, out[len(forms.ERROR_SLOTS):]))
+    assert "height must be between" in slots["settings"]
+    assert all(not text for slot, text in slots.items() if slot != "settings")
+    assert marks["height"]["elem_classes"] == ["field-error"] and marks["width"]["elem_classes"] == []
+    out = studio.handlers.field_errors(*ordered(form_values(lens="fisheye")))
+    assert "not a lens" in out[forms.ERROR_SLOTS.index("controls")]
+    with pytest.raises(gr.Error, match="height must be between"):
+        studio.handlers.require_valid(*ordered(form_values(height=9999)))
+    assert not any(studio.handlers.field_errors(*ordered(form_values()))[:len(forms.ERROR_SLOTS)])
+    studio.handlers.require_valid(*ordered(form_values()))
 
 
 def test_generate_streams_in_order_and_stores_the_take(studio: Studio,
@@ -255,9 +261,8 @@ def test_no_weights_configured_says_how_to_pass_them(tmp_path: Path) -> None:
     try:
         assert "--weights" in bare.handlers.weights_note()
         key, _, _, _, project_id = bare.handlers.load(None)
-        results = bare.handlers.validate(key, project_id, None, *ordered(form_values()))
-        bad = [r for r in results if not r["is_valid"]]
-        assert len(bad) == 1 and "No weights are configured" in bad[0]["message"]
+        errors = bare.handlers.field_errors(*ordered(form_values()))
+        assert "No weights are configured" in errors[forms.ERROR_SLOTS.index("variant")]
         with pytest.raises(gr.Error, match="--weights"):
             next(bare.handlers.generate(key, project_id, None, *ordered(form_values())))
     finally:
