@@ -22,17 +22,18 @@ from . import forms
 from .owners import check_owner_key
 from .progress_view import animated_webp
 from .handlers import Handlers
+from .media_links import MediaKind
 
 DATA_URL = re.compile(r"data:image/(png|jpeg|webp);base64,(.+)", re.DOTALL)
-FILE_ROUTE = "/gradio_api/file="
 
 
 def take_dict(handlers: Handlers, take: storage.TakeRecord) -> dict[str, Any]:
-    """A take as JSON for API clients (media as URLs under the server's file route)."""
-    def url(relative: str | None) -> str | None:
+    """A take as JSON for API clients; media are signed, expiring URLs relative to the server
+    (`/media/<take id>/<kind>?exp=..&sig=..`, see studio.media_links), never file paths."""
+    def url(relative: str | None, kind: MediaKind) -> str | None:
         if not relative or take.media_missing:
             return None
-        return FILE_ROUTE + str(handlers.db.media.resolve(relative))
+        return handlers.signer.url(take.id, kind)
 
     return {"id": take.id, "project_id": take.project_id, "status": str(take.status),
             "prompt": take.prompt, "variant": take.variant, "seed": take.seed,
@@ -40,8 +41,10 @@ def take_dict(handlers: Handlers, take: storage.TakeRecord) -> dict[str, Any]:
             "favourite": take.favourite, "parent_id": take.parent_id,
             "parent_kind": take.parent_kind, "queued_at": take.queued_at.isoformat(),
             "finished_at": take.finished_at.isoformat() if take.finished_at else None,
-            "video": url(take.video_path), "poster": url(take.poster_path),
-            "request": take.request}
+            "video": url(take.video_path, "video"), "poster": url(take.poster_path, "poster"),
+            "image": url(take.image_path, "image"),
+            # the start image's upload path stays on the server; "image" is its URL
+            "request": {**take.request, "image_path": None}}
 
 
 def _image_file(handlers: Handlers, value: Any) -> str | None:

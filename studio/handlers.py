@@ -21,10 +21,12 @@ from pipelines.errors import RequestError
 from pipelines.request import MAX_SEED, VariantDefaults
 from pipelines.variants import VARIANTS, get_variant
 
-from . import forms
+from . import forms, hosting
+from .media_links import MediaSigner
 from .owners import ensure_owner_key
 from .progress_view import empty_preview_html, message_html, preview_html, progress_html
 from .runner import JobUpdate, Runner
+from .views import ViewCopies
 
 STATUS_ICONS = {"pending": "⏳", "running": "▶", "completed": "✔", "failed": "✖",
                 "cancelled": "■", "interrupted": "⚠"}
@@ -58,11 +60,15 @@ class Handlers:
     """The studio's event handlers, bound to one database, model manager and runner."""
 
     def __init__(self, db: storage.Database, manager: Any, runner: Runner,
-                 placeholders: dict[str, str]) -> None:
+                 placeholders: dict[str, str], secret: str,
+                 views: ViewCopies | None = None) -> None:
         self.db = db
         self.manager = manager
         self.runner = runner
         self.placeholders = placeholders
+        self.secret = secret  # owner keys of signed-in people and signed media URLs derive from it
+        self.signer = MediaSigner(secret)
+        self.views = views or ViewCopies()
         self.scratch = Path(tempfile.mkdtemp(prefix="wan-studio-"))
 
     # -- variants and defaults -------------------------------------------------------------
@@ -142,14 +148,36 @@ class Handlers:
 
     # -- owner, projects, history -----------------------------------------------------------
 
-    def load(self, owner: str | None) -> tuple[Any, ...]:
-        """Page load: make sure the browser has an owner key, then show its projects and history."""
-        owner = ensure_owner_key(owner)
+    def load(self, browser_key: str | None,
+             profile: gr.OAuthProfile | None = None) -> tuple[Any, ...]:
+        """Page load: make sure the browser has its key, pick the owner (the Hugging Face account
+        when signed in, else the browser), then show that owner's projects and history.
+
+        Returns (browser key, owner key, project dropdown, gallery, gallery ids, project id); the
+        owner key stays in server-side session state, which every other handler reads.
+        """
+        browser_key = ensure_owner_key(browser_key)
+        owner = hosting.owner_key(profile, browser_key, self.secret)
         with self.db.session() as s, s.begin():
             project = storage.get_or_create_default_project(s, owner)
         view = self.history(owner, project.id)
-        return (owner, self._project_dropdown(owner, project.id), view.items, view.take_ids,
-                project.id)
+        return (browser_key, owner, self._project_dropdown(owner, project.id), view.items,
+                view.take_ids, project.id)
+
+    def sign_in_note(self, profile: gr.OAuthProfile | None = None) -> str:
+        """Who the projects belong to when sign-in is on (empty off a Space)."""
+        if not hosting.sign_in_enabled():
+            return ""
+        if profile is None:
+            return message_html("Projects are kept for this browser; sign in to keep them with "
+                                "your Hugging Face account on every browser.", "notice")
+        return message_html(f"Signed in as {profile.username}: your projects follow your "
+                            "account.", "notice")
+
+    def history_note(self) -> str:
+        """A warning when this Space loses its history on restart (else empty)."""
+        note = hosting.history_note(self.db.data_dir)
+        return message_html(note, "notice") if note else ""
 
     def _project_dropdown(self, owner: str, selected: int | None) -> Any:
         with self.db.read_session() as s, s.begin():
@@ -170,7 +198,7 @@ class Handlers:
 
     def _poster(self, take: storage.TakeRecord) -> str:
         if take.poster_path and not take.media_missing:
-            return str(self.db.media.resolve(take.poster_path))
+            return self.views.of(self.db.media.resolve(take.poster_path))
         return self.placeholders.get(str(take.status), self.placeholders["pending"])
 
     def refresh_history(self, owner: str, project_id: int | None) -> tuple[Any, Any]:
@@ -238,12 +266,17 @@ class Handlers:
         if not take_ids or index >= len(take_ids):
             return None, gr.skip(), gr.skip(), gr.skip()
         take = self._take(owner, take_ids[index])
-        return take.id, self._video(take), self.details_html(take), self._favourite_label(take)
+        return take.id, self._video_view(take), self.details_html(take), self._favourite_label(take)
 
-    def _video(self, take: storage.TakeRecord) -> str | None:
+    def _video(self, take: storage.TakeRecord) -> Path | None:
         if take.video_path and not take.media_missing:
-            return str(self.db.media.resolve(take.video_path))
+            return self.db.media.resolve(take.video_path)
         return None
+
+    def _video_view(self, take: storage.TakeRecord) -> str | None:
+        """The take's video as Gradio may serve it (a view copy, never the media path)."""
+        video = self._video(take)
+        return self.views.of(video) if video is not None else None
 
     @staticmethod
     def _favourite_label(take: storage.TakeRecord) -> str:
@@ -269,7 +302,7 @@ class Handlers:
         take = self._take(owner, take_id)
         values = forms.form_from_stored(take.request)
         if take.image_path:
-            values["image"] = str(self.db.media.resolve(take.image_path))
+            values["image"] = self.views.of(self.db.media.resolve(take.image_path))
         lineage = {"parent_id": take.id, "kind": "remix"}
         return (*self._form_updates(values), lineage,
                 message_html(f"Remixing take #{take.id}: change what you like, then Generate."))
@@ -285,7 +318,7 @@ class Handlers:
         available = self.manager.available()
         variant_id = "i2v-a14b" if "i2v-a14b" in available or "ti2v-5b" not in available else "ti2v-5b"
         image = self.scratch / f"continue-{take.id}.png"
-        last_frame(Path(video)).save(image)
+        last_frame(video).save(image)
         values = forms.form_from_stored(take.request)
         values.update(forms.form_for_variant(variant_id, self.defaults(variant_id)))
         values.update(variant=variant_id, image=str(image), seed=-1)
@@ -305,7 +338,7 @@ class Handlers:
 
     def share(self, owner: str, take_id: int | None, request: gr.Request) -> str:
         """Make (or reuse) the selected take's share link and show its URL."""
-        from . import hosting, share
+        from . import share
 
         take = self._take(owner, take_id)
         try:
@@ -333,7 +366,7 @@ class Handlers:
             message = message_html("That remix link no longer works.", "notice") if token else gr.skip()
             return (*[gr.skip()] * len(forms.FORM_FIELDS), gr.skip(), message)
         values = forms.form_from_stored(stored)
-        values["image"] = stored.get("image_path")
+        values["image"] = self.views.of(Path(stored["image_path"])) if stored.get("image_path") else None
         return (*self._form_updates(values), None,
                 message_html("Remixing a shared take: change what you like, then Generate."))
 
@@ -431,7 +464,7 @@ class Handlers:
             text = f"Take #{update.take_id} done in {update.elapsed_s:.1f} s."
             extra = " ".join(x for x in (notices, update.message) if x)
             return (gr.skip(), message_html(f"{text} {extra}".strip(), "done"),
-                    self._video(update.take), update.take_id, view.items, view.take_ids)
+                    self._video_view(update.take), update.take_id, view.items, view.take_ids)
         kind = "error" if update.kind == "failed" else "notice"
         return (gr.skip(), message_html(update.message, kind), None, update.take_id,
                 view.items, view.take_ids)

@@ -5,6 +5,11 @@ worker thread drives the engine (running -> progress -> completed | failed | can
 poster written through storage). The worker owns the lifecycle, so a closed stream (Gradio's
 cancel, a closed tab) only sets the job's cancel flag, which the engine checks every step.
 One model lock keeps runs one at a time even if the UI's concurrency slot frees early.
+
+The GPU work is `engine_events(engine)`: a generator of engine events wrapped by
+`hosting.gpu_task`, so on ZeroGPU it runs inside `spaces.GPU` (in a forked worker whose events
+come back by `yield`; callbacks could not cross that process boundary) and elsewhere it is a plain
+generator in the job's worker thread, given the job's own cancel flag as before.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from pipelines.errors import GenerationCancelled, StudioError
 from pipelines.events import (CancelledEvent, DecodingEvent, DoneEvent, FailedEvent, PreviewEvent,
                               StepEvent)
 from pipelines.request import GenerationRequest
+
+from . import hosting
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,7 @@ class Runner:
                  write_poster: Callable[..., Path] | None = None) -> None:
         self.db = db
         self.engine = engine
+        self._gpu_events = hosting.gpu_task(engine_events(engine))
         self.preview_interval_s = preview_interval_s
         self._write_video = write_video
         self._write_poster = write_poster
@@ -168,8 +176,7 @@ class Runner:
                     raise GenerationCancelled("Cancelled before it started.")
                 with self.db.session() as s, s.begin():
                     storage.start_take(s, job.owner, job.take_id)
-                result = self.engine.generate(job.request, lambda e: self._on_event(job, e),
-                                              job.cancel)
+                result = self._run_engine(job)
             take = self._save(job, result)
             emit(JobUpdate("done", job.take_id, total=job.request.steps, take=take,
                            elapsed_s=result.elapsed_s, message=" ".join(result.notices)))
@@ -187,6 +194,29 @@ class Runner:
         finally:
             with self._jobs_lock:
                 self._jobs.pop(job.take_id, None)
+
+    def _run_engine(self, job: Job) -> Any:
+        """Drive the GPU task's events; its last event says how the run ended."""
+        # A threading.Event cannot reach ZeroGPU's worker process: there, closing the stream
+        # (which spaces passes on to the worker) is what stops the run.
+        cancel = None if hosting.on_zero_gpu() else job.cancel
+        events = self._gpu_events(job.request, cancel)
+        try:
+            for event in events:
+                if isinstance(event, DoneEvent):
+                    return event.result
+                if isinstance(event, FailedEvent):
+                    raise StudioError(event.message)
+                if isinstance(event, CancelledEvent):
+                    raise GenerationCancelled(cancelled_message(event.steps_done,
+                                                                job.request.steps))
+                self._on_event(job, event)
+                if job.cancel.is_set() and cancel is None:
+                    events.close()
+                    raise GenerationCancelled("Cancelled.")
+        finally:
+            events.close()
+        raise StudioError("The run ended without a result; try again.")
 
     def _on_event(self, job: Job, event: Any) -> None:
         emit = job.updates.put
@@ -230,6 +260,46 @@ class Runner:
         except storage.StorageError:
             log.exception("could not mark take %s %s", job.take_id, status)
             return None
+
+
+def engine_events(engine: Any) -> Callable[..., Iterator[Any]]:
+    """A generator function yielding the engine's events for one request, ending with its
+    DoneEvent, FailedEvent or CancelledEvent; closing the generator cancels the run."""
+
+    def events(request: GenerationRequest,
+               cancel: threading.Event | None = None) -> Iterator[Any]:
+        stop = cancel or threading.Event()
+        out: "queue.Queue[Any]" = queue.Queue()
+        end = object()
+
+        def work() -> None:
+            try:
+                engine.generate(request, out.put, stop)
+            except BaseException:  # noqa: BLE001 - the engine emitted its Failed/CancelledEvent
+                pass
+            finally:
+                out.put(end)
+
+        thread = threading.Thread(target=work, name="engine", daemon=True)
+        thread.start()
+        finished = False
+        try:
+            while (event := out.get()) is not end:
+                yield event
+            finished = True
+        finally:
+            if not finished:  # the stream was closed early: stop the run at its next step
+                stop.set()
+            thread.join()
+
+    return events
+
+
+def cancelled_message(steps_done: int, total: int) -> str:
+    """What a cancelled take's record says."""
+    if steps_done <= 0:
+        return "Cancelled before the first step."
+    return f"Cancelled after {steps_done} of {total} steps."
 
 
 def _newer_preview_waiting(updates: "queue.Queue[JobUpdate]", expert: str | None) -> bool:

@@ -15,9 +15,11 @@ from pipelines.engine import Engine
 from pipelines.manager import ModelManager
 
 from .handlers import Handlers
+from .media_links import media_routes
 from .owners import browser_state_secret
 from .placeholders import write_placeholders
 from .runner import Runner
+from .share import studio_share_routes
 from .ui import STATIC_DIR, build_ui
 
 log = logging.getLogger(__name__)
@@ -52,37 +54,38 @@ def build_studio(data_dir: Path, weights: Mapping[str, str], *,
     manager = manager or ModelManager(weights, cache_dir=data_dir / "cache")
     runner = Runner(db, Engine(manager), preview_interval_s=preview_interval_s)
     placeholders = write_placeholders(Path(tempfile.mkdtemp(prefix="wan-studio-placeholders-")))
-    handlers = Handlers(db, manager, runner, placeholders)
-    demo = build_ui(handlers, browser_state_secret(data_dir))
+    secret = browser_state_secret(data_dir)
+    handlers = Handlers(db, manager, runner, placeholders, secret)
+    demo = build_ui(handlers, secret)
     return Studio(demo, db, manager, runner, handlers, data_dir)
 
 
-def share_routes_for(studio: Studio) -> list[Any]:
-    """The share-link routes (studio/share.py), or none if that module offers no routes yet."""
-    try:
-        from . import share
-    except ImportError:
-        return []
-    factory = getattr(share, "studio_share_routes", None)
-    if factory is None:
-        return []
-    return list(factory(studio.db))
+def app_routes(studio: Studio) -> list[Any]:
+    """Our own routes, matched before Gradio's: share pages and signed media URLs."""
+    return [*studio_share_routes(studio.db), *media_routes(studio.db, studio.handlers.signer)]
 
 
 def launch_kwargs(studio: Studio, host: str, port: int) -> dict[str, Any]:
-    """Keyword arguments for demo.launch(): theme, our CSS, share routes, media-only file access."""
-    media = Path(studio.db.media.root).resolve()
+    """Keyword arguments for demo.launch(): theme, our CSS, our routes, no file access by path.
+
+    Neither the data folder (studio.db) nor the media folder is in `allowed_paths`: the UI hands
+    Gradio view copies (studio.views) and the API hands out signed URLs (studio.media_links).
+    The data folder is also in `blocked_paths`, so a raw media path returned by mistake fails.
+    """
     data = studio.data_dir.resolve()
-    if media == data or not media.is_relative_to(data):
-        raise ValueError(f"The media folder {media} must be a subfolder of the data folder {data}.")
+    views = studio.handlers.views.folder.resolve()
+    if views.is_relative_to(data):
+        raise ValueError(f"The data folder {data} must not hold the temp folder {views}; "
+                         "pick a data folder outside the system temp folder.")
     return {
         "server_name": host, "server_port": port, "share": False, "show_error": True,
         "theme": gr.themes.Soft(primary_hue="indigo", neutral_hue="slate",
                                 font=[gr.themes.Font("system-ui"), "sans-serif"],
                                 font_mono=[gr.themes.Font("ui-monospace"), "monospace"]),
         "css_paths": [STATIC_DIR / "studio.css"],
-        "app_kwargs": {"routes": share_routes_for(studio)},
-        "allowed_paths": [str(media)],  # never the data folder: studio.db lives there
+        "app_kwargs": {"routes": app_routes(studio)},
+        "allowed_paths": [],
+        "blocked_paths": [str(data)],
         "max_file_size": MAX_UPLOAD,
         "footer_links": ["api"],
     }

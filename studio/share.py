@@ -176,6 +176,16 @@ def render_missing(base_url: str) -> str:
     return _templates().get_template("share-missing.html").render(css_url=f"{base_url.rstrip('/')}{CSS_PATH}")
 
 
+def serve_file(path: Path, media_type: str) -> Response:
+    """A media file with HTTP Range support (seeking), our security headers and no caching."""
+    return FileResponse(path, media_type=media_type, headers=SECURITY_HEADERS)
+
+
+def image_type(path: Path) -> str | None:
+    """The content type of a poster or start image by its suffix; None for anything else."""
+    return IMAGE_TYPES.get(path.suffix.lower())
+
+
 def share_routes(find: Finder, base_url: Callable[[Request], str] | None = None) -> list[BaseRoute]:
     """Starlette routes for share pages; `find(token)` returns the take or None.
 
@@ -207,14 +217,14 @@ def share_routes(find: Finder, base_url: Callable[[Request], str] | None = None)
         take = lookup(request)
         if take is None or not take.video.is_file():
             return await missing(request)
-        return FileResponse(take.video, media_type="video/mp4", headers=SECURITY_HEADERS)
+        return serve_file(take.video, "video/mp4")
 
     async def poster(request: Request) -> Response:
         take = lookup(request)
-        kind = IMAGE_TYPES.get(take.poster.suffix.lower()) if take and take.poster else None
+        kind = image_type(take.poster) if take and take.poster else None
         if take is None or take.poster is None or kind is None or not take.poster.is_file():
             return await missing(request)
-        return FileResponse(take.poster, media_type=kind, headers=SECURITY_HEADERS)
+        return serve_file(take.poster, kind)
 
     async def stylesheet(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "share.css", media_type="text/css", headers=SECURITY_HEADERS)

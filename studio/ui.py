@@ -11,7 +11,7 @@ from pipelines.prompting import VOCABULARY
 from pipelines.request import DEFAULT_NEGATIVE_PROMPT
 from pipelines.variants import get_variant
 
-from . import forms
+from . import forms, hosting
 from .api import register_api
 from .handlers import Handlers
 from .progress_view import empty_preview_html
@@ -47,7 +47,10 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
     errors: dict[str, Any] = {}
 
     with gr.Blocks(title="Wan Studio", delete_cache=(3600, 3600), fill_width=True) as demo:
-        owner = gr.BrowserState("", storage_key="wan-studio-owner", secret=owner_secret)
+        browser_key = gr.BrowserState("", storage_key="wan-studio-owner", secret=owner_secret)
+        # The owner key every handler uses: set on page load from the signed-in account or the
+        # browser key, and kept server-side for the session (a client cannot change it).
+        owner = gr.State("")
         project_id = gr.State(None)
         history_ids = gr.State([])
         selected = gr.State(None)
@@ -57,6 +60,13 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
         with gr.Row(elem_id="topbar"):
             gr.HTML('<h1 class="studio-title">Wan Studio <span>Wan2.2 video</span></h1>')
             gr.HTML(handlers.weights_note(), elem_id="weights-note")
+            sign_in_note = None
+            if hosting.sign_in_enabled():  # needs the Space's OAuth app; absent elsewhere
+                sign_in_note = gr.HTML("", elem_id="sign-in-note")
+                gr.LoginButton(elem_id="sign-in", scale=0, min_width=200)
+        history_note = handlers.history_note()
+        if history_note:
+            gr.HTML(history_note, elem_id="history-note")
 
         with gr.Row(elem_id="workspace", equal_height=False):
             with gr.Column(scale=5, min_width=360, elem_id="shot-panel"):
@@ -159,8 +169,11 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
         # -- load, variant and live prompt ----------------------------------------------
         # Dropdowns use .select (a user's pick): .input also fires on blur, which would reset
         # the settings whenever focus merely passes through.
-        demo.load(handlers.load, [owner], [owner, project, history, history_ids, project_id],
+        demo.load(handlers.load, [browser_key],
+                  [browser_key, owner, project, history, history_ids, project_id],
                   api_visibility="private")
+        if sign_in_note is not None:
+            demo.load(handlers.sign_in_note, None, sign_in_note, api_visibility="private")
         widgets["variant"].select(
             handlers.switch_variant, [widgets["variant"]],
             [widgets["image"], size_preset, widgets["width"], widgets["height"], frames_preset,

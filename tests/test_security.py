@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +16,7 @@ import pytest
 
 from share_support import PageParser, finished_take, free_port, share
 from storage import Database, NotFoundError, delete_take, get_take, resolve_share_link
+from studio.media_links import MediaSigner
 from studio.server import build_studio, launch_kwargs
 from studio.share import ShareError, create_link, load_remix, revoke_link, share_routes, shorten, storage_finder
 
@@ -46,6 +48,8 @@ class Studio:
     token: str  # shared take of "alice"
     hidden_video: Path  # an unshared take's file
     xss_tokens: dict[str, str]
+    signer: MediaSigner  # the server's own signer for /media URLs
+    hidden_id: int
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         """A raw GET: the path goes on the wire exactly as written (no client normalisation)."""
@@ -75,7 +79,8 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     port = free_port()
     built.demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(built, "127.0.0.1", port))
     try:
-        yield Studio(port, db, data_dir, share(db, "alice", take.id), db.media.resolve(hidden.video_path), xss)
+        yield Studio(port, db, data_dir, share(db, "alice", take.id), db.media.resolve(hidden.video_path), xss,
+                     built.handlers.signer, hidden.id)
     finally:
         built.close()
 
@@ -162,13 +167,57 @@ def test_gradio_never_serves_the_database(studio: Studio) -> None:
         assert status in (403, 404) and b"SQLite" not in body
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "studio.server puts the media folder in allowed_paths and media paths are predictable "
-    "(media/p<project>/t<take>/video.mp4), so anyone can fetch any owner's take by path; "
-    "reported to the lead. Remove this marker once it is fixed."))
 def test_an_unshared_take_cannot_be_fetched_by_its_predictable_path(studio: Studio) -> None:
-    status, body = studio.get(f"/gradio_api/file={studio.hidden_video}")
-    assert status in (403, 404) and body != studio.hidden_video.read_bytes()
+    poster = next(studio.hidden_video.parent.glob("poster-*"))
+    for path in (studio.hidden_video, poster):
+        for route in ("/gradio_api/file=", "/file="):
+            status, body = studio.get(f"{route}{path}")
+            assert status in (403, 404) and body != path.read_bytes(), route
+
+
+def test_a_signed_media_url_opens_its_one_file_with_ranges(studio: Studio) -> None:
+    data = studio.hidden_video.read_bytes()
+    url = studio.signer.url(studio.hidden_id, "video")
+    assert url.startswith(f"/media/{studio.hidden_id}/video?exp=") and str(studio.data_dir) not in url
+    assert studio.get(url) == (200, data)
+    status, part = studio.get(url, {"Range": "bytes=0-7"})
+    assert status == 206 and part == data[:8] and part[4:8] == b"ftyp"
+    status, poster = studio.get(studio.signer.url(studio.hidden_id, "poster"))
+    assert status == 200 and poster[:3] == b"\xff\xd8\xff"
+    assert studio.get(studio.signer.url(studio.hidden_id, "image"))[0] == 404  # it had none
+
+
+def test_tampered_expired_and_malformed_media_urls_get_404(studio: Studio) -> None:
+    url = studio.signer.url(studio.hidden_id, "video")
+    path, _, query = url.partition("?")
+    exp, sig = (part.split("=", 1)[1] for part in query.split("&"))
+    flipped = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+    other_id = studio.hidden_id - 1
+    expired = studio.signer.url(studio.hidden_id, "video", now=time.time() - studio.signer.ttl_s - 5)
+    bad = [
+        f"{path}?exp={exp}&sig={flipped}",  # tampered signature
+        f"{path}?exp={int(exp) + 3600}&sig={sig}",  # longer life, same signature
+        f"/media/{other_id}/video?exp={exp}&sig={sig}",  # another take
+        f"/media/{studio.hidden_id}/poster?exp={exp}&sig={sig}",  # another kind
+        expired,
+        path, f"{path}?exp={exp}", f"{path}?sig={sig}", f"{path}?exp=-1&sig={sig}",
+        f"/media/{studio.hidden_id}/..%2f..%2fstudio.db?exp={exp}&sig={sig}",
+        f"/media/..%2fstudio.db/video?exp={exp}&sig={sig}", "/media/" + "9" * 40 + f"/video?exp={exp}&sig={sig}",
+        f"/media/{studio.hidden_video}", "/media/",
+    ]
+    for attempt in bad:
+        status, body = studio.get(attempt)
+        assert status == 404 and b"ftyp" not in body, attempt
+
+
+def test_media_signer_refuses_weak_secrets_and_unknown_kinds() -> None:
+    with pytest.raises(ValueError, match="at least 32"):
+        MediaSigner("short")
+    with pytest.raises(ValueError, match="positive lifetime"):
+        MediaSigner("s" * 40, ttl_s=0)
+    with pytest.raises(ValueError, match="video, poster, image"):
+        MediaSigner("s" * 40).url(1, "database")  # type: ignore[arg-type]
+    assert MediaSigner("s" * 40).url(1, "video") != MediaSigner("t" * 40).url(1, "video")
 
 
 def test_the_legitimate_routes_still_work(studio: Studio) -> None:

@@ -32,7 +32,7 @@ def studio(tiny_weights: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture()
 def owner(studio: Studio) -> tuple[str, int]:
-    key, _, _, _, project_id = studio.handlers.load("")
+    _, key, _, _, _, project_id = studio.handlers.load("")
     return key, project_id
 
 
@@ -260,7 +260,7 @@ def test_no_weights_configured_says_how_to_pass_them(tmp_path: Path) -> None:
     bare = build_studio(tmp_path / "data", {}, manager=manager)
     try:
         assert "--weights" in bare.handlers.weights_note()
-        key, _, _, _, project_id = bare.handlers.load(None)
+        _, key, _, _, _, project_id = bare.handlers.load(None)
         errors = bare.handlers.field_errors(*ordered(form_values()))
         assert "No weights are configured" in errors[forms.ERROR_SLOTS.index("variant")]
         with pytest.raises(gr.Error, match="--weights"):
@@ -269,12 +269,13 @@ def test_no_weights_configured_says_how_to_pass_them(tmp_path: Path) -> None:
         bare.db.close()
 
 
-def test_launch_serves_media_only_never_the_data_folder(studio: Studio) -> None:
+def test_launch_serves_no_folder_by_path_and_blocks_the_data_folder(studio: Studio) -> None:
     kwargs = launch_kwargs(studio, "127.0.0.1", 7861)
-    data = studio.data_dir.resolve()
-    assert kwargs["allowed_paths"] == [str(studio.db.media.root)]
-    assert all(Path(p) != data and not data.is_relative_to(Path(p)) for p in kwargs["allowed_paths"])
+    assert kwargs["allowed_paths"] == []
+    assert kwargs["blocked_paths"] == [str(studio.data_dir.resolve())]
     assert kwargs["share"] is False and kwargs["css_paths"][0].is_file()
+    paths = {getattr(route, "path", "") for route in kwargs["app_kwargs"]["routes"]}
+    assert {"/share/{token}", "/media/{take_id}/{kind}"} <= paths
 
 
 def test_share_revoke_and_remix_from_a_link(studio: Studio, owner: tuple[str, int],
