@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -33,6 +33,12 @@ class _Stop(Exception):
     def __init__(self, steps_done: int) -> None:
         super().__init__(steps_done)
         self.steps_done = steps_done
+
+
+def _rendered_now(render: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    """Render at once (a VAE decode cannot wait: the VAE's caches are busy again at the end)."""
+    frames = render()
+    return lambda: frames
 
 
 def expert_for(timestep: float, boundary: float | None) -> Expert:
@@ -120,12 +126,12 @@ class Engine:
             x0 = tap.latest if tap.latest is not None else kwargs["latents"]
             every = request.preview.decode_every
             if every and (index % every == 0 or index == total):
-                frames = decode_preview(pipe.vae, x0, max_side=request.preview.max_side)
-                emit(PreviewEvent(index, total, expert, frames, decoded=True))
+                emit(PreviewEvent(index, total, expert, _rendered_now(lambda x0=x0: decode_preview(
+                    pipe.vae, x0, max_side=request.preview.max_side)), decoded=True))
             elif projection is not None:
-                frames = preview_frames(projection, x0, max_side=request.preview.max_side,
-                                        out_size=(request.width, request.height))
-                emit(PreviewEvent(index, total, expert, frames))
+                emit(PreviewEvent(index, total, expert, lambda x0=x0: preview_frames(
+                    projection, x0, max_side=request.preview.max_side,
+                    out_size=(request.width, request.height))))
             if cancel.is_set():
                 raise _Stop(index)
             if index == total:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Union
+from functools import cached_property
+from typing import Any, Callable, Literal, Union
 
 import numpy as np
 
@@ -32,13 +33,31 @@ class StepEvent:
 
 @dataclass(frozen=True)
 class PreviewEvent:
-    """Preview frames after a step: uint8 array (frames, height, width, 3), longest side small."""
+    """A preview is ready after a step; `frames` renders it on first access and keeps it.
+
+    Rendering is deferred so a consumer that shows at most a few previews a second pays only for
+    the ones it shows. `frames` is uint8 (frames, height, width, 3) with a small longest side.
+    """
 
     index: int
     total: int
     expert: Expert
-    frames: np.ndarray = field(repr=False)
+    render: Callable[[], np.ndarray] = field(repr=False, compare=False)
     decoded: bool = False  # True when made with the real VAE, not the linear projection
+
+    @cached_property
+    def frames(self) -> np.ndarray:
+        """The preview frames, rendered once."""
+        return self.render()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as rendered frames (e.g. across ZeroGPU's process boundary)."""
+        return (_rendered_preview, (self.index, self.total, self.expert, self.frames, self.decoded))
+
+
+def _rendered_preview(index: int, total: int, expert: Expert, frames: np.ndarray,
+                      decoded: bool) -> PreviewEvent:
+    return PreviewEvent(index, total, expert, lambda: frames, decoded)
 
 
 @dataclass(frozen=True)

@@ -191,3 +191,20 @@ def test_out_of_memory_becomes_a_useful_message_and_engine_keeps_working(engine,
     monkeypatch.undo()
     result, _ = run(engine, request_for("ti2v-5b"))
     assert result.frames.shape[0] == 9
+
+
+def test_previews_render_only_when_looked_at_and_pickle_as_frames(engine, monkeypatch):
+    import pickle
+
+    import pipelines.previews as previews
+
+    calls = []
+    real = previews.preview_frames
+    monkeypatch.setattr(previews, "preview_frames", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _, events = run(engine, request_for("ti2v-5b"))
+    shown = [e for e in events if isinstance(e, PreviewEvent)]
+    assert len(shown) == 6 and calls == []
+    frames = shown[2].frames
+    assert calls == [1] and shown[2].frames is frames
+    again = pickle.loads(pickle.dumps(shown[4]))
+    assert np.array_equal(again.frames, shown[4].frames) and again.index == 5
