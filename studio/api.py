@@ -78,9 +78,12 @@ def register_api(handlers: Handlers, slot: str) -> None:
                                    f"{', '.join(forms.FORM_FIELDS)}.", unknown[0])
             form["image"] = _image_file(handlers, settings.get("image"))
             form_request = handlers.request(form)
-            with handlers.db.session() as s, s.begin():
-                project = (storage.get_project(s, owner, project_id) if project_id
-                           else storage.get_or_create_default_project(s, owner))
+            if project_id:
+                with handlers.db.read_session() as s, s.begin():
+                    project = storage.get_project(s, owner, project_id)
+            else:  # may create the owner's first project
+                with handlers.db.session() as s, s.begin():
+                    project = storage.get_or_create_default_project(s, owner)
             if project is None:
                 raise RequestError(f"No project {project_id} for this owner.", "project_id")
         except (RequestError, ValueError) as exc:

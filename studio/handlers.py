@@ -240,9 +240,13 @@ class Handlers:
         try:
             with self.db.session() as s, s.begin():
                 storage.delete_project(s, owner, project_id)
-            with self.db.session() as s, s.begin():
+            with self.db.read_session() as s, s.begin():
                 projects = storage.list_projects(s, owner, limit=1)
-                project = projects[0] if projects else storage.get_or_create_default_project(s, owner)
+            if projects:
+                project = projects[0]
+            else:  # that was the last one: start a fresh default project
+                with self.db.session() as s, s.begin():
+                    project = storage.get_or_create_default_project(s, owner)
         except storage.StorageError as exc:
             raise gr.Error(str(exc)) from None
         view = self.history(owner, project.id)

@@ -276,7 +276,8 @@ def engine_events(engine: Any) -> Callable[..., Iterator[Any]]:
             try:
                 engine.generate(request, out.put, stop)
             except BaseException:  # noqa: BLE001 - the engine emitted its Failed/CancelledEvent
-                pass
+                log.debug("the engine run for %s ended with an exception", request.variant,
+                          exc_info=True)
             finally:
                 out.put(end)
 
