@@ -70,7 +70,7 @@ def load(folder: Path, variant: str, image: bool = False):
     from diffusers import WanImageToVideoPipeline, WanPipeline
 
     cls = WanImageToVideoPipeline if image or variant == "i2v-a14b" else WanPipeline
-    pipe = cls.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe = cls.from_pretrained(folder, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

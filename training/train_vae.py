@@ -76,13 +76,14 @@ def loss_fn(vae: AutoencoderKLWan, x: torch.Tensor) -> torch.Tensor:
 
 
 def train(kind: str, image_steps: int, video_steps: int, crop: int, minutes: float, out: Path,
-          seed: int, log_every: int) -> None:
+          seed: int, log_every: int, image_lr: float = 3e-4, video_lr: float = 1e-4,
+          batch: int = 4) -> None:
     """Run both phases (fixed step counts; `minutes` caps the whole run), then save to `out`."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     vae = build_vae(kind).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=image_lr, weight_decay=0.0)
     start = time.time()
     deadline = start + minutes * 60
     step, next_clip = 0, 0
@@ -96,9 +97,9 @@ def train(kind: str, image_steps: int, video_steps: int, crop: int, minutes: flo
                 print(f"time cap reached in the image phase at step {i}", flush=True)
                 break
             for g in opt.param_groups:
-                g["lr"] = lr_at(i, image_steps, 1e-3)
-            idx = list(range(next_clip, next_clip + 4))
-            next_clip += 4
+                g["lr"] = lr_at(i, image_steps, image_lr) * min(1.0, (i + 1) / 20)
+            idx = list(range(next_clip, next_clip + batch))
+            next_clip += batch
             loss = loss_fn(vae, random_crop(frame_batch(idx, rng), crop, rng))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -106,17 +107,22 @@ def train(kind: str, image_steps: int, video_steps: int, crop: int, minutes: flo
             step += 1
             if step % log_every == 0:
                 print(f"image step {step} loss {loss.item():.5f} t {time.time() - start:.0f}s", flush=True)
-    image_to_video_init(vae)
+            if step % (log_every * 4) == 0:
+                vae.eval()
+                print(f"  held-out first-frame PSNR {held_out_psnr(vae, 4, frames=1):.2f} dB", flush=True)
+                vae.train()
     vae.eval()
-    print(f"after image phase: held-out clip PSNR {held_out_psnr(vae, 4):.2f} dB", flush=True)
+    print(f"after image phase: held-out first-frame PSNR {held_out_psnr(vae, 4, frames=1):.2f} dB",
+          flush=True)
+    image_to_video_init(vae)
     vae.train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=3e-4)
+    opt = torch.optim.AdamW(vae.parameters(), lr=video_lr)
     for i in range(video_steps):
         if time.time() > deadline:
             print(f"time cap reached in the video phase at step {i}", flush=True)
             break
         for g in opt.param_groups:
-            g["lr"] = lr_at(i, video_steps, 3e-4)
+            g["lr"] = lr_at(i, video_steps, video_lr) * min(1.0, (i + 1) / 10)
         loss = loss_fn(vae, random_crop(clip_batch([next_clip], 9), crop, rng))
         next_clip += 1
         opt.zero_grad(set_to_none=True)
@@ -140,16 +146,19 @@ def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kind", choices=["wan21", "wan22"], required=True)
-    parser.add_argument("--image-steps", type=int, default=700)
-    parser.add_argument("--video-steps", type=int, default=80)
+    parser.add_argument("--image-steps", type=int, default=500)
+    parser.add_argument("--video-steps", type=int, default=30)
     parser.add_argument("--crop", type=int, default=32, help="train on crops of this size")
+    parser.add_argument("--batch", type=int, default=4, help="frames per image step")
+    parser.add_argument("--image-lr", type=float, default=3e-4)
+    parser.add_argument("--video-lr", type=float, default=1e-4)
     parser.add_argument("--minutes", type=float, default=60.0, help="cap on the whole run")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=25)
     args = parser.parse_args()
     train(args.kind, args.image_steps, args.video_steps, args.crop, args.minutes, args.out, args.seed,
-          args.log_every)
+          args.log_every, args.image_lr, args.video_lr, args.batch)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""The committed demo weights: complete diffusers folders the studio loads as its defaults, with
+a VAE that reconstructs the world; and the training pieces that must match diffusers exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.loader import inspect_folder
+from pipelines.request import VariantDefaults, build_request
+from pipelines.variants import get_variant
+from training.data import HELD_OUT_OFFSET, clip_batch
+from training.dit import TRANSFORMER, i2v_condition, sigma_range
+from training.short_context import padded_cross_attention, short_context
+
+DEMO = Path(__file__).resolve().parent.parent / "weights" / "demo"
+COMMITTED = ("t2v-a14b", "ti2v-5b")  # folders this repository ships
+MIN_PSNR_DB = {"t2v-a14b": 14.5, "ti2v-5b": 19.0}  # regression floors, 1.5 dB below measured
+
+
+@pytest.mark.parametrize("variant", COMMITTED)
+def test_folder_declares_itself_and_matches_the_variant(variant: str) -> None:
+    info = inspect_folder(DEMO / variant)
+    spec = get_variant(variant)
+    assert info.variant_id == variant and info.is_demo
+    assert info.studio["variant"] == variant
+    assert info.transformer_in_channels == spec.transformer_in_channels
+    assert info.boundary_ratio == spec.boundary_ratio
+    assert (DEMO / variant / "README.md").read_text().count("## Scores") == 1
+
+
+@pytest.mark.parametrize("variant", COMMITTED)
+def test_studio_defaults_are_valid_requests_without_snapping(variant: str) -> None:
+    studio = json.loads((DEMO / variant / "studio.json").read_text())
+    defaults = VariantDefaults.official(get_variant(variant)).updated(studio["defaults"])
+    validated = build_request({"variant": variant, "prompt": "a red ball", "seed": 1}, defaults)
+    assert validated.notices == ()
+    assert (validated.request.width, validated.request.frames) == (studio["defaults"]["width"],
+                                                                   studio["defaults"]["frames"])
+
+
+def test_committed_weights_fit_the_size_budget() -> None:
+    total = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
+    assert total <= 40 * 2**20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", COMMITTED)
+def test_vae_reconstructs_a_held_out_world_clip(variant: str) -> None:
+    from diffusers import AutoencoderKLWan
+
+    vae = AutoencoderKLWan.from_pretrained(DEMO / variant, subfolder="vae", dtype=torch.float32)
+    x = clip_batch([HELD_OUT_OFFSET + 900], 17)
+    with torch.no_grad():
+        y = vae(x).sample
+    psnr = 10 * math.log10(1 / ((x - y) / 2).pow(2).mean().item())
+    assert psnr > MIN_PSNR_DB[variant]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", COMMITTED)
+def test_pipeline_loads_offline_and_generates_the_default_shape(variant: str) -> None:
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(DEMO / variant, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    d = json.loads((DEMO / variant / "studio.json").read_text())["defaults"]
+    kwargs = {}
+    if variant == "i2v-a14b":
+        from PIL import Image
+
+        kwargs["image"] = Image.new("RGB", (d["width"], d["height"]), (200, 40, 40))
+    out = pipe(prompt="a red ball, in a green meadow, it stays still", height=d["height"],
+               width=d["width"], num_frames=d["frames"], num_inference_steps=2, output_type="np",
+               generator=torch.Generator().manual_seed(0), **kwargs).frames
+    assert np.asarray(out).shape == (1, d["frames"], d["height"], d["width"], 3)
+
+
+def test_assembling_two_experts_without_the_second_is_refused() -> None:
+    from training.assemble import build
+
+    folder = DEMO / "t2v-a14b"
+    with pytest.raises(ValueError, match="two experts"):
+        build("t2v-a14b", folder / "vae", folder, folder / "transformer", None)
+
+
+def test_short_context_matches_512_token_padding() -> None:
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(in_channels=16, out_channels=16, **TRANSFORMER).eval()
+    for p in model.parameters():
+        p.data += 0.02 * torch.randn_like(p)
+    embeds = [torch.randn(n, TRANSFORMER["text_dim"]) for n in (1, 9, 20)]
+    full = torch.zeros(3, 512, TRANSFORMER["text_dim"])
+    for i, e in enumerate(embeds):
+        full[i, : len(e)] = e
+    x, t = torch.randn(3, 16, 2, 4, 4), torch.tensor([100.0, 500.0, 900.0])
+    with torch.no_grad():
+        reference = model(hidden_states=x, timestep=t, encoder_hidden_states=full, return_dict=False)[0]
+        context, bias = short_context(embeds)
+        with padded_cross_attention(model, bias):
+            short = model(hidden_states=x, timestep=t, encoder_hidden_states=context, return_dict=False)[0]
+        after = model(hidden_states=x, timestep=t, encoder_hidden_states=full, return_dict=False)[0]
+    assert torch.allclose(short, reference, atol=1e-5)
+    assert torch.equal(after, reference)  # the bias does not leak out of the block
+
+
+def test_short_context_refuses_prompts_longer_than_the_pipeline_reads() -> None:
+    with pytest.raises(ValueError, match="shorter than 512"):
+        short_context([torch.zeros(512, 4)])
+
+
+def test_i2v_condition_matches_the_diffusers_pipeline() -> None:
+    from tiny_models import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline("i2v-a14b")
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    _, condition = pipe.prepare_latents(image, 1, 16, 64, 64, 17, torch.float32, torch.device("cpu"),
+                                        torch.Generator().manual_seed(0))
+    ours = i2v_condition(condition[:, 4:])
+    assert torch.equal(ours, condition)
+
+
+@pytest.mark.parametrize("boundary", [0.875, 0.9])
+def test_experts_train_on_their_side_of_the_boundary(boundary: float) -> None:
+    shift = 5.0
+    sigma = lambda u: shift * u / (1 + (shift - 1) * u)  # noqa: E731
+    lo, hi = sigma_range("high", boundary, shift)
+    assert math.isclose(sigma(lo), boundary) and hi == 1.0
+    lo2, hi2 = sigma_range("low", boundary, shift)
+    assert lo2 == 0.0 and math.isclose(sigma(hi2), boundary)
+    with pytest.raises(ValueError, match="boundary"):
+        sigma_range("high", None, shift)
