@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 UpdateKind = Literal["started", "step", "preview", "decoding", "done", "failed", "cancelled"]
 FINAL_KINDS = ("done", "failed", "cancelled")
+FINAL_EVENTS = (DoneEvent, FailedEvent, CancelledEvent)
 
 
 @dataclass(frozen=True)
@@ -264,17 +265,28 @@ class Runner:
 
 def engine_events(engine: Any) -> Callable[..., Iterator[Any]]:
     """A generator function yielding the engine's events for one request, ending with its
-    DoneEvent, FailedEvent or CancelledEvent; closing the generator cancels the run."""
+    DoneEvent, FailedEvent or CancelledEvent; closing the generator cancels the run.
+
+    The engine waits at each event until the consumer asks for the next one, as it did when the
+    consumer was its callback: it never runs ahead of what the studio has shown and recorded.
+    """
 
     def events(request: GenerationRequest,
                cancel: threading.Event | None = None) -> Iterator[Any]:
         stop = cancel or threading.Event()
         out: "queue.Queue[Any]" = queue.Queue()
+        taken = threading.Semaphore(0)  # one release per event the consumer is done with
+        closing = threading.Event()
         end = object()
+
+        def emit(event: Any) -> None:
+            out.put(event)
+            if not closing.is_set():
+                taken.acquire()
 
         def work() -> None:
             try:
-                engine.generate(request, out.put, stop)
+                engine.generate(request, emit, stop)
             except BaseException:  # noqa: BLE001 - the engine emitted its Failed/CancelledEvent
                 log.debug("the engine run for %s ended with an exception", request.variant,
                           exc_info=True)
@@ -283,14 +295,16 @@ def engine_events(engine: Any) -> Callable[..., Iterator[Any]]:
 
         thread = threading.Thread(target=work, name="engine", daemon=True)
         thread.start()
-        finished = False
+        last: Any = None
         try:
-            while (event := out.get()) is not end:
-                yield event
-            finished = True
+            while (last := out.get()) is not end:
+                yield last
+                taken.release()
         finally:
-            if not finished:  # the stream was closed early: stop the run at its next step
-                stop.set()
+            if last is not end and not isinstance(last, FINAL_EVENTS):
+                stop.set()  # closed early: the run stops at its next step
+            closing.set()
+            taken.release()  # free the engine if it waits on the event it sent last
             thread.join()
 
     return events

@@ -161,6 +161,21 @@ def test_off_zero_gpu_the_gpu_task_is_the_plain_generator(tiny_studio: Studio) -
     assert isinstance(events[-1], DoneEvent) and events[-1].result.frames.shape[0] == 9
 
 
+def test_the_engine_waits_for_each_event_to_be_taken(tiny_studio: Studio) -> None:
+    """The engine never runs ahead of the consumer: a cancel set on step 2 stops it at step 2."""
+    import threading
+
+    request = forms.request_from_form(form_values(steps=50), None).request
+    cancel = threading.Event()
+    events = []
+    for event in engine_events(tiny_studio.runner.engine)(request, cancel):
+        events.append(event)
+        if isinstance(event, StepEvent) and event.index == 2:
+            cancel.set()
+    assert isinstance(events[-1], CancelledEvent) and events[-1].steps_done == 2
+    assert [e.index for e in events if isinstance(e, StepEvent)] == [1, 2]
+
+
 def test_closing_the_event_stream_cancels_the_run(tiny_studio: Studio) -> None:
     request = forms.request_from_form(form_values(steps=100), None).request
     stream = engine_events(tiny_studio.runner.engine)(request)
