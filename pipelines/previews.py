@@ -126,9 +126,9 @@ class LatentRGBProjection:
 
     def project(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents (C, T, h, w) -> float RGB (T, 3, h, w) in 0..1, not clamped."""
-        return self.project_uint8_scale(latents, scale=1.0, offset=0.0).permute(1, 0, 2, 3)
+        return self.project_scaled(latents, scale=1.0, offset=0.0).permute(1, 0, 2, 3)
 
-    def project_uint8_scale(self, latents: torch.Tensor, scale: float = 255.0, offset: float = 0.5) -> torch.Tensor:
+    def project_scaled(self, latents: torch.Tensor, scale: float = 255.0, offset: float = 0.5) -> torch.Tensor:
         """Latents (C, T, h, w) -> (3, T, h, w) = scale * rgb + offset, in one matrix product."""
         channels, frames, h, w = latents.shape
         flat = latents.reshape(channels, -1)
@@ -340,7 +340,7 @@ def preview_frames(projection: LatentRGBProjection, latents: torch.Tensor, max_s
     with torch.no_grad():
         # Project and quantize at latent resolution (the latents are read once), then resize in
         # uint8, which torch does with SIMD kernels: ~10x cheaper than resizing floats.
-        rgb = projection.project_uint8_scale(latents).clamp_(0, 255).to(torch.uint8).cpu()
+        rgb = projection.project_scaled(latents).clamp_(0, 255).to(torch.uint8).cpu()
         return _resize_uint8(torch.stack(tuple(rgb), dim=-1), size)  # (T, h, w, 3)
 
 
