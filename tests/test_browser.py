@@ -77,10 +77,11 @@ def test_write_pick_generate_watch_and_keep(studio_url: str, browser, tmp_path: 
 
     pick(page, "variant", "TI2V-5B")
     page.wait_for_function("document.querySelector('#width input').value === '1280'", timeout=15_000)
-    assert page.locator("#image").is_visible() and page.locator("#steps input").input_value() == "50"
+    page.wait_for_selector("#image", state="visible", timeout=15_000)  # may render a frame later
+    assert page.locator("#steps input").input_value() == "50"
     pick(page, "variant", "T2V-A14B")
     page.wait_for_function("document.querySelector('#steps input').value === '40'", timeout=15_000)
-    assert not page.locator("#image").is_visible()
+    page.wait_for_selector("#image", state="hidden", timeout=15_000)
 
     page.click("#generate")  # nothing written yet: the message shows under the prompt
     page.wait_for_function("document.querySelector('#prompt-error').innerText.includes('Write a prompt')",
