@@ -49,11 +49,18 @@ def expert_for(timestep: float, boundary: float | None) -> Expert:
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """Float frames in [0, 1] (any leading batch axis of 1) to uint8 (T, H, W, 3)."""
+    """Float frames in [0, 1] (any leading batch axis of 1) to uint8 (T, H, W, 3), frame by frame.
+
+    One frame at a time keeps the temporaries small: at 1280x704x121 a whole-array conversion
+    makes several float copies of over a gigabyte each.
+    """
     frames = np.asarray(frames)
     while frames.ndim > 4:
         frames = frames[0]
-    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    out = np.empty(frames.shape, dtype=np.uint8)
+    for index, frame in enumerate(frames):
+        out[index] = np.clip(frame * 255.0 + 0.5, 0.0, 255.0)
+    return out
 
 
 def prompt_notices(tokenizer: Any, request: GenerationRequest) -> list[str]:

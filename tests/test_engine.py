@@ -208,3 +208,12 @@ def test_previews_render_only_when_looked_at_and_pickle_as_frames(engine, monkey
     assert calls == [1] and shown[2].frames is frames
     again = pickle.loads(pickle.dumps(shown[4]))
     assert np.array_equal(again.frames, shown[4].frames) and again.index == 5
+
+
+def test_to_uint8_rounds_and_clips_like_the_whole_array_formula():
+    from pipelines.engine import to_uint8
+
+    frames = np.random.default_rng(0).random((1, 5, 8, 8, 3), dtype=np.float32) * 1.2 - 0.1
+    expected = (np.clip(frames[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(to_uint8(frames), expected)
+    assert to_uint8(np.ones((2, 4, 4, 3), np.float32)).max() == 255
