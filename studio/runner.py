@@ -51,9 +51,14 @@ class JobUpdate:
     expert: str | None = None
     elapsed_s: float = 0.0
     eta_s: float | None = None
-    preview: np.ndarray | None = field(default=None, repr=False)
+    preview_event: PreviewEvent | None = field(default=None, repr=False)
     message: str = ""
     take: storage.TakeRecord | None = None
+
+    @property
+    def preview(self) -> np.ndarray | None:
+        """The preview frames, rendered on first look: previews the stream skips cost nothing."""
+        return None if self.preview_event is None else self.preview_event.frames
 
 
 @dataclass
@@ -229,7 +234,7 @@ class Runner:
                            event.elapsed_s, event.eta_s))
         elif isinstance(event, PreviewEvent):
             emit(JobUpdate("preview", job.take_id, event.index, event.total, event.expert,
-                           elapsed, preview=event.frames))
+                           elapsed, preview_event=event))
         elif isinstance(event, DecodingEvent):
             emit(JobUpdate("decoding", job.take_id, event.total, event.total, elapsed_s=elapsed))
         elif isinstance(event, (DoneEvent, FailedEvent, CancelledEvent)):
