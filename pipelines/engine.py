@@ -35,6 +35,26 @@ class _Stop(Exception):
         self.steps_done = steps_done
 
 
+class _FirstFrame:
+    """An x0 estimate whose first latent frame is to be replaced by the start image's latent.
+
+    TI2V with an image: diffusers puts the image latent back into frame 0 only after the loop,
+    so previews take it from the transformer's input; the copy is made only when rendered.
+    """
+
+    def __init__(self, x0: Any, frame: Any) -> None:
+        self.x0, self.frame = x0, frame
+
+
+def _latents(x0: Any) -> Any:
+    """The latents to preview: x0 itself, or x0 with the start image's latent as frame 0."""
+    if not isinstance(x0, _FirstFrame):
+        return x0
+    latents = x0.x0.clone()
+    latents[:, :, :1] = x0.frame.to(latents.device, latents.dtype)
+    return latents
+
+
 def _rendered_now(render: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
     """Render at once (a VAE decode cannot wait: the VAE's caches are busy again at the end)."""
     frames = render()
@@ -131,13 +151,15 @@ class Engine:
             if cancel.is_set():
                 raise _Stop(index)
             x0 = tap.latest if tap.latest is not None else kwargs["latents"]
+            if first_frame:
+                x0 = _FirstFrame(x0, first_frame[0])
             every = request.preview.decode_every
             if every and (index % every == 0 or index == total):
                 emit(PreviewEvent(index, total, expert, _rendered_now(lambda x0=x0: decode_preview(
-                    pipe.vae, x0, max_side=request.preview.max_side)), decoded=True))
+                    pipe.vae, _latents(x0), max_side=request.preview.max_side)), decoded=True))
             elif projection is not None:
                 emit(PreviewEvent(index, total, expert, lambda x0=x0: preview_frames(
-                    projection, x0, max_side=request.preview.max_side,
+                    projection, _latents(x0), max_side=request.preview.max_side,
                     out_size=(request.width, request.height))))
             if cancel.is_set():
                 raise _Stop(index)
@@ -168,6 +190,14 @@ class Engine:
         if cancel.is_set():
             emit(CancelledEvent(0))
             raise GenerationCancelled("Cancelled before the first step.")
+        first_frame: list[Any] = []
+        hook = None
+        if image is not None and getattr(pipe.config, "expand_timesteps", False):
+            def keep_first_frame(module: Any, args: Any, inputs: dict[str, Any]) -> None:
+                if not first_frame:
+                    first_frame.append(inputs["hidden_states"][:, :, :1].detach().float())
+
+            hook = pipe.transformer.register_forward_pre_hook(keep_first_frame, with_kwargs=True)
         denoise_started = time.monotonic()
         try:
             with capture_x0(pipe.scheduler) as tap:
@@ -179,6 +209,9 @@ class Engine:
         except BaseException:
             pipe.maybe_free_model_hooks()
             raise
+        finally:
+            if hook is not None:
+                hook.remove()
         return GenerationResult(
             request=request,
             frames=to_uint8(output.frames),

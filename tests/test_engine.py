@@ -217,3 +217,21 @@ def test_to_uint8_rounds_and_clips_like_the_whole_array_formula():
     expected = (np.clip(frames[0], 0, 1) * 255 + 0.5).astype(np.uint8)
     assert np.array_equal(to_uint8(frames), expected)
     assert to_uint8(np.ones((2, 4, 4, 3), np.float32)).max() == 255
+
+
+def test_ti2v_image_previews_show_the_start_image_as_frame_zero(engine, start_image, monkeypatch):
+    """Frame 0 of each preview is the image latent the transformer saw, not a noisy estimate."""
+    import pipelines.previews as previews
+
+    seen = []
+    real = previews.preview_frames
+    monkeypatch.setattr(previews, "preview_frames",
+                        lambda projection, latents, **k: seen.append(latents.clone()) or real(
+                            projection, latents, **k))
+    _, events = run(engine, request_for("ti2v-5b", image_path=start_image))
+    for event in events:
+        if isinstance(event, PreviewEvent):
+            event.frames
+    assert len(seen) == 6
+    assert all(torch.equal(s[:, :, 0], seen[0][:, :, 0]) for s in seen)  # the same image latent
+    assert not torch.equal(seen[0][:, :, 1], seen[-1][:, :, 1])  # later frames do evolve
