@@ -71,14 +71,19 @@ def test_cancel_stops_the_run_and_keeps_the_take(served) -> None:
     owner = new_owner_key()
     job = client.submit(settings(steps=100), owner, api_name="/generate")
     take_id = None
+    step_when_cancelled = None
     for update in job:
         take_id = update["take_id"]
         if update["event"] == "step" and update["step"] == 2:
             assert client.predict(new_owner_key(), take_id, api_name="/cancel")["cancelled"] is False
             assert client.predict(owner, take_id, api_name="/cancel")["cancelled"] is True
+            # The stream lags the engine by the client's round trips, so compare with the step
+            # stored once the cancel was in: the run may finish only the step then in progress.
+            step_when_cancelled = client.predict(owner, 0, api_name="/takes")[0]["step"]
     assert update["event"] == "cancelled"
     take = client.predict(owner, 0, api_name="/takes")[0]
-    assert take["id"] == take_id and take["status"] == "cancelled" and take["step"] < 10
+    assert take["id"] == take_id and take["status"] == "cancelled"
+    assert step_when_cancelled is not None and take["step"] <= step_when_cancelled + 1 < 100
 
 
 def test_queue_runs_jobs_one_at_a_time_in_order(served) -> None:

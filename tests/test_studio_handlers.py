@@ -235,10 +235,14 @@ def test_cancel_stops_within_a_step_and_keeps_the_take(studio: Studio,
             steps_seen += 1
             if steps_seen == 2:
                 assert studio.handlers.runner.cancel(key, take_id)
+                with studio.db.read_session() as s, s.begin():
+                    step_when_cancelled = storage.get_take(s, key, take_id).step
     assert "Cancelled" in out[1]
     with studio.db.read_session() as s, s.begin():
         take = storage.get_take(s, key, take_id)
-    assert take.status == "cancelled" and take.step <= 4 and take.video_path is None
+    # The stream may lag the engine; once cancelled, only the step in progress may finish.
+    assert take.status == "cancelled" and take.step <= step_when_cancelled + 1 < 100
+    assert take.video_path is None
 
 
 def test_a_failure_marks_the_take_failed_and_the_runner_keeps_serving(

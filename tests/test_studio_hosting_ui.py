@@ -197,6 +197,10 @@ def test_a_take_cancels_by_closing_the_stream_as_on_zero_gpu(
             steps += 1
             if steps == 2:
                 assert tiny_studio.runner.cancel(key, take_id)
+                with tiny_studio.db.read_session() as s, s.begin():
+                    step_when_cancelled = storage.get_take(s, key, take_id).step
     with tiny_studio.db.read_session() as s, s.begin():
         take = storage.get_take(s, key, take_id)
-    assert take.status == "cancelled" and take.step <= 4 and take.video_path is None
+    # Closing the stream stops the worker at its next step: at most the step in progress finishes.
+    assert take.status == "cancelled" and take.step <= step_when_cancelled + 1 < 100
+    assert take.video_path is None
