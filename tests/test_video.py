@@ -178,27 +178,27 @@ def test_read_settings_of_a_missing_file(tmp_path):
         last_frame(tmp_path / "gone.mp4")
 
 
-def test_read_settings_of_a_video_without_settings(tmp_path):
-    path = tmp_path / "plain.mp4"
+def foreign_mp4(path, comment=None):
+    """An MP4 written by someone else's tool (plain PyAV), optionally with a comment tag."""
     with av.open(str(path), "w") as container:
+        if comment is not None:
+            container.metadata["comment"] = comment
         stream = container.add_stream("libx264", rate=8)
         stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
         for frame in moving_frames(2, 64, 64):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode(None))
+    return path
+
+
+def test_read_settings_of_a_video_without_settings(tmp_path):
+    path = foreign_mp4(tmp_path / "plain.mp4")
     with pytest.raises(VideoFileError, match="carries no generation settings"):
         read_settings(path)
 
 
 def test_read_settings_of_a_comment_that_is_not_json(tmp_path):
-    path = tmp_path / "commented.mp4"
-    with av.open(str(path), "w") as container:
-        container.metadata["comment"] = "shot on my phone"
-        stream = container.add_stream("libx264", rate=8)
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-        for frame in moving_frames(2, 64, 64):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode(None))
+    path = foreign_mp4(tmp_path / "commented.mp4", comment="shot on my phone")
     with pytest.raises(VideoFileError, match="not studio settings JSON"):
         read_settings(path)
 
