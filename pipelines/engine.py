@@ -139,15 +139,13 @@ class Engine:
         from .previews import capture_x0, decode_preview, preview_frames
 
         total = request.steps
-        step_times: list[float] = []
 
         def on_step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            step_times.append(time.monotonic())
+            now = time.monotonic()
             index = i + 1
             expert = expert_for(float(t), boundary)
-            denoise_elapsed = step_times[-1] - denoise_started
-            eta = denoise_elapsed / index * (total - index)
-            emit(StepEvent(index, total, expert, float(t), time.monotonic() - started, eta))
+            eta = (now - denoise_started) / index * (total - index)
+            emit(StepEvent(index, total, expert, float(t), now - started, eta))
             if cancel.is_set():
                 raise _Stop(index)
             x0 = tap.latest if tap.latest is not None else kwargs["latents"]
