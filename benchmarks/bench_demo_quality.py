@@ -136,7 +136,7 @@ def adherence(pipe, defaults: dict, pairs, seeds: int, image_mode: bool) -> list
             spec_b = dataclasses.replace(base, **{field: side_b})
             specs_a.append(spec_a)
             specs_b.append(spec_b)
-            prompts += [caption(spec_a), caption(spec_b)]
+            prompts += [caption(spec_a, image_mode=image_mode), caption(spec_b, image_mode=image_mode)]
             if image_mode:
                 images.append(render(base, 1, defaults["height"], defaults["width"])[0])
         seed_list = [s for s in range(seeds) for _ in range(2)]

@@ -137,3 +137,35 @@ def test_experts_train_on_their_side_of_the_boundary(boundary: float) -> None:
     assert lo2 == 0.0 and math.isclose(sigma(hi2), boundary)
     with pytest.raises(ValueError, match="boundary"):
         sigma_range("high", None, shift)
+
+
+def test_i2v_starts_from_t2v_with_the_image_channels_at_zero(tmp_path: Path) -> None:
+    from diffusers import WanTransformer3DModel
+
+    from training.dit import initial_weights
+
+    torch.manual_seed(0)
+    t2v = WanTransformer3DModel(in_channels=16, out_channels=16, **TRANSFORMER).eval()
+    t2v.save_pretrained(tmp_path / "t2v")
+    i2v = WanTransformer3DModel(in_channels=36, out_channels=16, **TRANSFORMER).eval()
+    initial_weights(i2v, tmp_path / "t2v")
+    x, t = torch.randn(2, 16, 2, 4, 4), torch.tensor([100.0, 900.0])
+    context = torch.randn(2, 5, TRANSFORMER["text_dim"])
+    condition = torch.randn(2, 20, 2, 4, 4)
+    with torch.no_grad():
+        expected = t2v(hidden_states=x, timestep=t, encoder_hidden_states=context, return_dict=False)[0]
+        got = i2v(hidden_states=torch.cat([x, condition], 1), timestep=t, encoder_hidden_states=context,
+                  return_dict=False)[0]
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert i2v.patch_embedding.weight[:, 16:].abs().max() == 0
+
+
+def test_initial_weights_refuse_a_transformer_of_another_shape(tmp_path: Path) -> None:
+    from diffusers import WanTransformer3DModel
+
+    from training.dit import initial_weights
+
+    WanTransformer3DModel(in_channels=48, out_channels=48, **TRANSFORMER).save_pretrained(tmp_path / "ti2v")
+    model = WanTransformer3DModel(in_channels=36, out_channels=16, **TRANSFORMER)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        initial_weights(model, tmp_path / "ti2v")

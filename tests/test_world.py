@@ -7,14 +7,16 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from training.captions import caption, vocabulary_words
 from training.measure import brightness, centroid_x, dominant_color, motion, red_minus_blue, subject_area
+from studio.forms import final_prompt
 from training.world import ClipSpec, render, sample_spec, subject_mask
 
 BASE = ClipSpec(color="red", shape="ball", scene="meadow", motion="still", time="daytime",
                 tone="neutral", light="top light", shot="medium shot",
-                composition="center composition", camera="static camera", seed=7)
+                composition="center composition", camera="static (fixed) camera", seed=7)
 
 
 def with_(**changes: str) -> ClipSpec:
@@ -66,7 +68,7 @@ def test_push_in_grows_the_subject_and_pull_back_shrinks_it() -> None:
 
 
 def test_static_camera_keeps_the_background_still() -> None:
-    dy, dx = motion(render(with_(camera="static camera")))
+    dy, dx = motion(render(with_(camera="static (fixed) camera")))
     assert abs(dx) < 0.1 and abs(dy) < 0.1
 
 
@@ -111,18 +113,41 @@ def test_named_colour_is_the_dominant_subject_colour(color: str) -> None:
     assert dominant_color(render(with_(color=color, shot="close-up"))) == color
 
 
-def test_caption_phrasing_and_vocabulary() -> None:
-    spec = with_(color="orange", camera="pan left", tone="warm colors")
-    text = caption(spec)
-    assert text.startswith("an orange ball, in a green meadow, it stays still, pan left, ")
-    assert "warm colors" in text.split(", ")
+def test_caption_is_what_the_studio_composer_sends() -> None:
+    spec = with_(color="orange", camera="pan left", tone="warm colors", light="soft light")
+    assert caption(spec) == ("an orange ball, in a green meadow, it stays still. Soft light, daytime, "
+                             "medium shot, center composition, warm colors, pan left.")
+    assert caption(spec, image_mode=True) == (
+        "an orange ball, in a green meadow, it stays still. Pan left, medium shot, soft light, "
+        "daytime, center composition, warm colors.")
+    form = {"variant": "t2v-a14b", "prompt": "an orange ball, in a green meadow, it stays still",
+            "light_quality": "soft light", "time_of_day": "daytime", "shot_size": "medium shot",
+            "composition": "center composition", "color_tone": "warm colors",
+            "camera_movement": "pan left"}
+    assert final_prompt(form) == caption(spec)
+
+
+def test_every_caption_word_is_a_tokenizer_piece() -> None:
     words = set(vocabulary_words())
     rng = np.random.default_rng(0)
     for _ in range(50):
-        assert set(caption(sample_spec(rng)).replace(",", " ").split()) <= words
+        text = caption(sample_spec(rng), rng, keep=0.5, image_mode=bool(rng.random() < 0.5))
+        assert {w.lower() for w in text.replace(",", " ").replace(".", " ").split()} <= words
 
 
 def test_caption_dropout_keeps_subject_scene_and_motion() -> None:
     rng = np.random.default_rng(0)
     text = caption(with_(), rng=rng, keep=0.0)
     assert text == "a red ball, in a green meadow, it stays still"
+
+
+def test_capitalised_words_encode_like_lower_case_ones() -> None:
+    from training.text import build_text_encoder, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    encoder = build_text_encoder(tokenizer)
+    ids = [tokenizer(text, return_tensors="pt").input_ids for text in ("a ball. Pan left.", "a ball. pan left.")]
+    assert "<unk>" not in tokenizer.convert_ids_to_tokens(ids[0][0])
+    with torch.no_grad():
+        a, b = (encoder(i).last_hidden_state for i in ids)
+    assert torch.equal(a, b)

@@ -30,22 +30,22 @@ def normaliser(vae: AutoencoderKLWan) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def cache(vae_dir: Path, count: int, out: Path, i2v: bool, first_index: int = 0) -> None:
+def cache(vae_dir: Path, count: int, out: Path, i2v: bool, first_index: int = 0, batch: int = 16) -> None:
     """Encode clips first_index .. first_index + count - 1 and save them with their indices."""
     torch.set_num_threads(1)
     vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
     mean, std = normaliser(vae)
     latents, conditions = [], []
     start = time.time()
-    for n, i in enumerate(range(first_index, first_index + count)):
-        x = clip_batch([i], FRAMES)
+    indices = list(range(first_index, first_index + count))
+    for n in range(0, count, batch):
+        x = clip_batch(indices[n:n + batch], FRAMES)
         latents.append(((vae.encode(x).latent_dist.mode() - mean) / std).half())
         if i2v:
             cond = torch.cat([x[:, :, :1], torch.zeros_like(x[:, :, 1:])], dim=2)
             conditions.append(((vae.encode(cond).latent_dist.mode() - mean) / std).half())
-        if (n + 1) % 50 == 0:
-            print(f"{n + 1}/{count} clips, {time.time() - start:.0f}s", flush=True)
-    data = {"indices": list(range(first_index, first_index + count)), "latents": torch.cat(latents)}
+        print(f"{min(n + batch, count)}/{count} clips, {time.time() - start:.0f}s", flush=True)
+    data = {"indices": indices, "latents": torch.cat(latents)}
     if i2v:
         data["conditions"] = torch.cat(conditions)
     out.parent.mkdir(parents=True, exist_ok=True)

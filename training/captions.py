@@ -1,10 +1,13 @@
-"""Captions for world clips, written the way the studio's prompt composer writes prompts:
-subject, scene, motion, then the cinematic-control phrases, comma-joined.
+"""Captions for world clips, written by the studio's own prompt composer: the shot text (subject,
+scene, motion) followed by the cinematic-control terms in the composer's order, so that what the
+demo models learn is exactly what the UI sends.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from pipelines.prompting import CinematicControls, compose_prompt
 
 from .world import ClipSpec
 
@@ -13,26 +16,30 @@ MOTION_TEXT = {"still": "it stays still", "left": "it moves to the left",
                "right": "it moves to the right"}
 
 
-def control_phrases(spec: ClipSpec) -> list[str]:
-    """The vocabulary phrases for the cinematic controls a clip shows, in the composer's order."""
-    phrases = [spec.camera, spec.shot, spec.composition, spec.light, spec.time]
-    if spec.tone != "neutral":
-        phrases.append(spec.tone)
-    return phrases
-
-
-def caption(spec: ClipSpec, rng: np.random.Generator | None = None, keep: float = 1.0) -> str:
-    """The prompt describing `spec`; with `rng`, each control phrase is kept with probability `keep`."""
+def shot_text(spec: ClipSpec) -> str:
+    """What a user types in the Shot box for this clip: subject, scene, motion."""
     article = "an" if spec.color[0] in "aeiou" else "a"
-    parts = [f"{article} {spec.color} {spec.shape}", SCENE_TEXT[spec.scene], MOTION_TEXT[spec.motion]]
-    for phrase in control_phrases(spec):
-        if rng is None or rng.random() < keep:
-            parts.append(phrase)
-    return ", ".join(parts)
+    return f"{article} {spec.color} {spec.shape}, {SCENE_TEXT[spec.scene]}, {MOTION_TEXT[spec.motion]}"
+
+
+def controls_for(spec: ClipSpec, rng: np.random.Generator | None = None,
+                 keep: float = 1.0) -> CinematicControls:
+    """The studio controls a clip shows; with `rng`, each is kept with probability `keep`."""
+    chosen = {"light_quality": spec.light, "time_of_day": spec.time, "shot_size": spec.shot,
+              "composition": spec.composition, "camera_movement": spec.camera,
+              "color_tone": None if spec.tone == "neutral" else spec.tone}
+    return CinematicControls(**{name: value for name, value in chosen.items()
+                                if value is not None and (rng is None or rng.random() < keep)})
+
+
+def caption(spec: ClipSpec, rng: np.random.Generator | None = None, keep: float = 1.0,
+            image_mode: bool = False) -> str:
+    """The final prompt the studio would send for `spec` (image_mode: the image-to-video order)."""
+    return compose_prompt(shot_text(spec), controls_for(spec, rng, keep), image_mode=image_mode)
 
 
 def vocabulary_words() -> list[str]:
-    """Every word any caption can contain, for building the tokenizer."""
+    """Every word any caption can contain (lower case, without punctuation), for the tokenizer."""
     from . import world
 
     texts = [*SCENE_TEXT.values(), *MOTION_TEXT.values(), *world.COLORS, *world.SHAPES, "a", "an",

@@ -29,6 +29,6 @@ def frame_batch(indices: list[int], rng: np.random.Generator, size: int = 64) ->
     """One random frame from each clip, as single-frame videos."""
     out = []
     for i in indices:
-        k = int(rng.integers(1, 18))
-        out.append(to_tensor(render(spec_for(i), k, size, size)[-1:]))
+        k = int(rng.integers(0, 17))
+        out.append(to_tensor(render(spec_for(i), 1, size, size, first=k)))
     return torch.stack(out)

@@ -72,9 +72,28 @@ def i2v_condition(conditions: torch.Tensor) -> torch.Tensor:
     return torch.cat([mask, conditions], dim=1)
 
 
+@torch.no_grad()
+def initial_weights(model: WanTransformer3DModel, init: Path) -> None:
+    """Start `model` from a trained transformer, as Wan starts image-to-video from text-to-video:
+    every weight is copied; input channels the source lacks (the image condition) start at zero."""
+    source = WanTransformer3DModel.from_pretrained(init).state_dict()
+    target = model.state_dict()
+    for name, value in source.items():
+        if name not in target:
+            raise ValueError(f"{init} does not fit this model: it has no parameter {name}.")
+        if value.shape != target[name].shape:
+            if name != "patch_embedding.weight" or value.shape[1] > target[name].shape[1]:
+                raise ValueError(f"{init} does not fit this model: {name} is {tuple(value.shape)}, "
+                                 f"not {tuple(target[name].shape)}.")
+            value = torch.cat([value, value.new_zeros(value.shape[0], target[name].shape[1] - value.shape[1],
+                                                      *value.shape[2:])], dim=1)
+        target[name] = value
+    model.load_state_dict(target)
+
+
 def train(task: str, expert: str, boundary: float | None, latent_files: list[Path], text_dir: Path,
           out: Path, steps: int, batch: int, lr: float, shift: float, seed: int, minutes: float,
-          log_every: int) -> None:
+          log_every: int, init: Path | None = None) -> None:
     """Train one transformer and save it (EMA weights) with save_pretrained."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -86,6 +105,8 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
     conditions = torch.cat([p["conditions"] for p in parts]) if task == "i2v" else None
     in_c, out_c = CHANNELS[task]
     model = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **TRANSFORMER).train()
+    if init is not None:
+        initial_weights(model, init)
     ema = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **TRANSFORMER).eval()
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -104,11 +125,13 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
             g["lr"] = lr * warm * (0.15 + 0.85 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         pick = rng.integers(0, len(indices), batch)
         x0 = latents[pick].float()
+        # with an image (i2v always, ti2v for half the batch) the studio composes in image order
+        with_image = np.full(batch, task == "i2v") if task != "ti2v" else rng.random(batch) < 0.5
         prompts = []
-        for i in pick:
+        for i, image_mode in zip(pick, with_image):
             r = rng.random()
             prompts.append("" if r < 0.08 else DEFAULT_NEGATIVE_PROMPT if r < 0.16
-                           else caption(spec_for(indices[i]), rng, keep=0.85))
+                           else caption(spec_for(indices[i]), rng, keep=0.85, image_mode=bool(image_mode)))
         u = torch.from_numpy(lo + (hi - lo) * rng.random(batch)).float()
         sigma = shift * u / (1 + (shift - 1) * u)
         noise = torch.randn(x0.shape, generator=gen)
@@ -122,7 +145,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
         elif task == "ti2v":
             # per-token timesteps; with an image, the first latent frame is clean and at t = 0
             f, h, w = x0.shape[2:]
-            keep = torch.from_numpy(rng.random(batch) < 0.5)
+            keep = torch.from_numpy(with_image)
             first = torch.ones(batch, 1, f, h, w)
             first[keep, :, 0] = 0.0
             xt = first * xt + (1 - first) * x0
@@ -149,7 +172,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
     ema.save_pretrained(out)
     (out / "train_log.txt").write_text(
         f"task={task} expert={expert} boundary={boundary} steps_run={len(losses)} of {steps} "
-        f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} "
+        f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} init={init} "
         f"minutes={(time.time() - start) / 60:.1f} final_loss={np.mean(losses[-50:]):.4f}\n")
 
 
@@ -167,6 +190,7 @@ def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=60.0, help="cap on the whole run")
     parser.add_argument("--log-every", type=int, default=20)
+    parser.add_argument("--init", type=Path, help="start from this trained transformer folder")
     args = parser.parse_args()
     train(task, args.expert, boundary, args.latents, args.text, args.out, args.steps, args.batch,
-          args.lr, args.shift, args.seed, args.minutes, args.log_every)
+          args.lr, args.shift, args.seed, args.minutes, args.log_every, args.init)

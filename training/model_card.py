@@ -6,39 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-COMMANDS = {
-    "t2v-a14b": [
-        "python -m training.train_vae --kind wan21 --out /tmp/demo/vae_wan21",
-        "python -m training.train_text --out /tmp/demo/text",
-        "python -m training.cache_latents --vae /tmp/demo/vae_wan21 --count 300 --out /tmp/demo/lat16.pt",
-        "python -m training.train_t2v --expert high --latents /tmp/demo/lat16.pt --text /tmp/demo/text "
-        "--steps 300 --batch 24 --minutes 14 --out /tmp/demo/t2v_high",
-        "python -m training.train_t2v --expert low --latents /tmp/demo/lat16.pt --text /tmp/demo/text "
-        "--steps 300 --batch 24 --minutes 14 --out /tmp/demo/t2v_low",
-        "python -m training.assemble --variant t2v-a14b --vae /tmp/demo/vae_wan21 --text /tmp/demo/text "
-        "--transformer /tmp/demo/t2v_high --transformer-2 /tmp/demo/t2v_low --out weights/demo/t2v-a14b",
-    ],
-    "i2v-a14b": [
-        "python -m training.cache_latents --vae /tmp/demo/vae_wan21 --count 300 --i2v "
-        "--out /tmp/demo/lat16i.pt",
-        "python -m training.train_i2v --expert high --latents /tmp/demo/lat16i.pt --text /tmp/demo/text "
-        "--out /tmp/demo/i2v_high",
-        "python -m training.train_i2v --expert low --latents /tmp/demo/lat16i.pt --text /tmp/demo/text "
-        "--out /tmp/demo/i2v_low",
-        "python -m training.assemble --variant i2v-a14b --vae /tmp/demo/vae_wan21 --text /tmp/demo/text "
-        "--transformer /tmp/demo/i2v_high --transformer-2 /tmp/demo/i2v_low --out weights/demo/i2v-a14b",
-    ],
-    "ti2v-5b": [
-        "# the VAE came from training/train_vae.py as of commit 48bdd89 (image lr 1e-3, no warm-up):",
-        "python -m training.train_vae --kind wan22 --image-steps 700 --video-steps 80 --out /tmp/demo/vae_wan22",
-        "python -m training.train_text --out /tmp/demo/text",
-        "python -m training.cache_latents --vae /tmp/demo/vae_wan22 --count 300 --out /tmp/demo/lat48.pt",
-        "python -m training.train_ti2v --latents /tmp/demo/lat48.pt --text /tmp/demo/text --steps 400 "
-        "--batch 24 --minutes 25 --out /tmp/demo/ti2v",
-        "python -m training.assemble --variant ti2v-5b --vae /tmp/demo/vae_wan22 --text /tmp/demo/text "
-        "--transformer /tmp/demo/ti2v --out weights/demo/ti2v-5b",
-    ],
-}
+SCRIPT = "training/train_all.sh"
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -55,6 +23,14 @@ def _params(folder: Path, component: str) -> str:
         with safe_open(str(file), framework="pt") as handle:
             total += sum(prod(handle.get_slice(key).get_shape()) for key in handle.keys())
     return f"{total / 1e6:.2f}M"
+
+
+def met(row: dict[str, str]) -> bool:
+    """Whether a scores.json row reaches its target (">= 28 dB", ">= 0.85", ">= 90%", "< 20")."""
+    result, target = row["result"].split()[0], row["target"]
+    value = int(result.split("/")[0]) / int(result.split("/")[1]) * 100 if "/" in result else float(result)
+    bound = float(target.split()[1].rstrip("%"))
+    return value < bound if target.startswith("<") else value >= bound
 
 
 def write_card(folder: Path) -> Path:
@@ -90,35 +66,27 @@ def write_card(folder: Path) -> Path:
         json.dumps(studio.get("defaults", {}), indent=2),
         "```",
         "",
-        "## Training (deterministic, fixed seeds; run with `nice -n 10` on 2 CPU cores)",
+        "## Training (deterministic, fixed seeds, 2 CPU cores)",
         "",
-        "```",
-        *COMMANDS[variant],
-        "```",
-        "",
-        "Runs that produced these files:",
+        f"`bash {SCRIPT}` trains every demo model from scratch and assembles this folder; the runs "
+        "that produced these files (each line is the component's own training log):",
         "",
         *(f"- {name}: `{log}`" for name, log in training.items()),
         "",
         "The text encoder is a seeded random 2-layer UMT5 (d_model 64), not trained: the "
-        "transformers learn the caption words through cross-attention.",
-        "",
-        "## Status: under-trained",
-        "",
-        "These files come from short runs made on 2 CPU cores shared with other jobs (a few hundred "
-        "optimiser steps per model, see above), far below the issue's budget of up to 60 minutes per "
-        "model. The VAE reconstructs the world only coarsely (see the PSNR below; the target is 28 dB), "
-        "so videos are soft colour fields with the subject as a blob. The commands above train the "
-        "same models from scratch deterministically; more `--image-steps` for the VAE and more "
-        "`--steps` for the transformers are what these weights need.",
+        "transformers learn the caption words through cross-attention. A capitalised word shares "
+        "its lower-case word's embedding, so the composer's sentence case changes nothing.",
         "",
         "## Scores (benchmarks/bench_demo_quality.py)",
         "",
     ]
     if scores:
-        lines += ["| measure | result | target |", "|---|---|---|"]
-        lines += [f"| {row['measure']} | {row['result']} | {row['target']} |" for row in scores["rows"]]
+        lines += ["| measure | result | target | met |", "|---|---|---|---|"]
+        lines += [f"| {row['measure']} | {row['result']} | {row['target']} | {'yes' if met(row) else 'no'} |"
+                  for row in scores["rows"]]
         lines += ["", scores.get("note", "")]
+        missed = [row["measure"] for row in scores["rows"] if not met(row)]
+        lines += ["", "Targets missed: " + "; ".join(missed) + "." if missed else "Every target is met."]
     else:
         lines.append("Not measured yet.")
     (folder / "README.md").write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

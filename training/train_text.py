@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     tokenizer = build_tokenizer()
-    encoder = build_text_encoder(len(tokenizer), args.seed)
+    encoder = build_text_encoder(tokenizer, args.seed)
     tokenizer.save_pretrained(args.out / "tokenizer")
     encoder.save_pretrained(args.out / "text_encoder")
     print(f"tokenizer ({len(tokenizer)} pieces) and text encoder saved under {args.out}")

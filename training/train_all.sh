@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Train every demo model from scratch and assemble weights/demo/, as the committed folders were
+# made: two lanes of single-threaded jobs, one per CPU core. Deterministic (fixed seeds); the
+# --minutes caps are safety nets that the step counts stay under on 2 idle cores.
+#
+#     bash training/train_all.sh [WORK_DIR]        # default /tmp/demo; about 95 minutes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${1:-/tmp/demo}
+mkdir -p "$D/logs"
+run() { local name=$1; shift; echo "$(date +%T) start $name"; python -m "$@" > "$D/logs/$name.log" 2>&1
+        echo "$(date +%T) done  $name"; }
+
+lane_wan21() {  # the Wan2.1-style VAE, its latents, the text-to-video experts' high-noise side
+  run vae21 training.train_vae --kind wan21 --image-steps 4200 --video-steps 400 --batch 4 --crop 64 \
+      --image-lr 1e-3 --video-lr 2e-4 --minutes 45 --log-every 100 --out "$D/vae_wan21"
+  run lat16 training.cache_latents --vae "$D/vae_wan21" --count 2400 --i2v --out "$D/lat16.pt"
+  run t2v_high training.train_t2v --expert high --latents "$D/lat16.pt" --text "$D/text" \
+      --steps 3000 --batch 32 --lr 6e-4 --minutes 55 --out "$D/t2v_high"
+  run i2v_high training.train_i2v --expert high --init "$D/t2v_high" --latents "$D/lat16.pt" \
+      --text "$D/text" --steps 900 --batch 32 --lr 3e-4 --minutes 25 --out "$D/i2v_high"
+}
+
+lane_wan22() {  # the text encoder, the Wan2.2-style VAE and TI2V, then the low-noise experts
+  run text training.train_text --out "$D/text"
+  run vae22 training.train_vae --kind wan22 --image-steps 5000 --video-steps 600 --batch 4 --crop 64 \
+      --image-lr 1e-3 --video-lr 2e-4 --minutes 45 --log-every 100 --out "$D/vae_wan22"
+  run lat48 training.cache_latents --vae "$D/vae_wan22" --count 3000 --out "$D/lat48.pt"
+  run ti2v training.train_ti2v --latents "$D/lat48.pt" --text "$D/text" \
+      --steps 4000 --batch 64 --lr 6e-4 --minutes 55 --out "$D/ti2v"
+  while [ ! -f "$D/lat16.pt" ]; do sleep 10; done
+  run t2v_low training.train_t2v --expert low --latents "$D/lat16.pt" --text "$D/text" \
+      --steps 2500 --batch 32 --lr 6e-4 --minutes 55 --out "$D/t2v_low"
+  run i2v_low training.train_i2v --expert low --init "$D/t2v_low" --latents "$D/lat16.pt" \
+      --text "$D/text" --steps 900 --batch 32 --lr 3e-4 --minutes 25 --out "$D/i2v_low"
+}
+
+lane_wan21 & a=$!
+lane_wan22 & b=$!
+wait $a
+wait $b
+for variant in t2v-a14b i2v-a14b ti2v-5b; do
+  case $variant in
+    t2v-a14b) args=(--vae "$D/vae_wan21" --transformer "$D/t2v_high" --transformer-2 "$D/t2v_low") ;;
+    i2v-a14b) args=(--vae "$D/vae_wan21" --transformer "$D/i2v_high" --transformer-2 "$D/i2v_low") ;;
+    ti2v-5b) args=(--vae "$D/vae_wan22" --transformer "$D/ti2v") ;;
+  esac
+  python -m training.assemble --variant "$variant" --text "$D/text" "${args[@]}" --out "weights/demo/$variant"
+done
