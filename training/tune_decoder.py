@@ -24,7 +24,7 @@ FIRST_CLIP = 500_000  # clips the first training run never drew
 
 
 def tune(vae_dir: Path, out: Path, steps: int, lr: float, frames: int, minutes: float, seed: int,
-         log_every: int) -> None:
+         log_every: int, eval_clips: int = 8) -> None:
     """Train decoder and post_quant_conv against the frozen encoder's latents, then save."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -34,7 +34,7 @@ def tune(vae_dir: Path, out: Path, steps: int, lr: float, frames: int, minutes: 
     for p in trained:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
-    before = held_out_psnr(vae.eval())
+    before = held_out_psnr(vae.eval(), eval_clips)
     print(f"held-out clip PSNR before {before:.2f} dB", flush=True)
     start, deadline, losses = time.time(), time.time() + minutes * 60, []
     for step in range(steps):
@@ -55,7 +55,7 @@ def tune(vae_dir: Path, out: Path, steps: int, lr: float, frames: int, minutes: 
         if (step + 1) % log_every == 0:
             print(f"step {step + 1} loss {np.mean(losses[-log_every:]):.5f} t {time.time() - start:.0f}s",
                   flush=True)
-    score = held_out_psnr(vae.eval())
+    score = held_out_psnr(vae.eval(), eval_clips)
     print(f"held-out clip PSNR after {score:.2f} dB", flush=True)
     vae.save_pretrained(out)
     first = (vae_dir / "train_log.txt").read_text().strip() if (vae_dir / "train_log.txt").is_file() else ""
