@@ -14,7 +14,7 @@ import torch
 from pipelines.loader import inspect_folder
 from pipelines.request import VariantDefaults, build_request
 from pipelines.variants import get_variant
-from training.data import HELD_OUT_OFFSET, clip_batch
+from training.data import HELD_OUT_OFFSET, clip_batch, spec_for
 from training.dit import TRANSFORMER, i2v_condition, sigma_range
 from training.short_context import padded_cross_attention, short_context
 
@@ -188,3 +188,21 @@ def test_decoder_tuning_leaves_the_encoder_and_its_latents_alone(tmp_path: Path)
     assert before.config.latents_mean == after.config.latents_mean
     assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
     assert "decoder only: steps_run=2 of 2" in (tmp_path / "tuned" / "train_log.txt").read_text()
+
+
+def test_prompt_encoder_gives_the_rows_of_the_pipelines_512_token_encoding(tmp_path: Path) -> None:
+    from training.captions import caption
+    from training.dit import MAX_SEQUENCE_LENGTH, PromptEncoder
+    from training.text import build_text_encoder, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    build_text_encoder(tokenizer).save_pretrained(tmp_path / "text_encoder")
+    encoder = PromptEncoder(tmp_path)
+    prompts = [caption(spec_for(i)) for i in range(3)] + ["", "a red ball. Pan left."]
+    short = encoder(prompts)
+    full = encoder.pipe._get_t5_prompt_embeds(prompts, max_sequence_length=MAX_SEQUENCE_LENGTH,
+                                              device=torch.device("cpu"))
+    for rows, padded in zip(short, full):
+        assert torch.allclose(padded[: len(rows)], rows, atol=1e-6)
+        assert padded[len(rows):].abs().max() == 0
