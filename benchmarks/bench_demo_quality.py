@@ -191,11 +191,9 @@ def main() -> None:
         corr = preview_correlation(pipe, 8)
         rows.append({"measure": "preview map vs full decode, correlation", "result": f"{corr:.3f}",
                      "target": ">= 0.85"})
-        started = time.perf_counter()
-        generate(pipe, defaults, [caption(spec_for(BENCH_OFFSET))], [0],
-                 image=None if variant != "i2v-a14b" else _first_image(defaults))
-        rows.append({"measure": "one default generation (no previews), seconds", "result":
-                     f"{time.perf_counter() - started:.1f}", "target": "< 20"})
+        seconds = studio_generation_seconds(folder, variant)
+        rows.append({"measure": "one default studio generation, every preview rendered, seconds",
+                     "result": f"{seconds:.1f}", "target": "< 20"})
         print(f"  VAE PSNR {psnr:.2f} dB, preview corr {corr:.3f}, one generation {rows[-1]['result']} s",
               flush=True)
         if variant != "i2v-a14b":
@@ -214,6 +212,37 @@ def main() -> None:
                       "on 2 shared CPU cores; pairs share seed and the rest of the prompt."}
             (folder / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
             write_card(folder)
+
+
+def studio_generation_seconds(folder: Path, variant: str) -> float:
+    """Seconds for one default generation through the studio's engine on 2 threads, rendering
+    every step's preview; loading and the preview map's fit (start-up) are excluded."""
+    import tempfile
+
+    from pipelines.engine import Engine
+    from pipelines.events import PreviewEvent
+    from pipelines.manager import ModelManager
+    from pipelines.request import PreviewSettings, VariantDefaults, build_request
+    from pipelines.variants import get_variant
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    studio = json.loads((folder / "studio.json").read_text())["defaults"]
+    defaults = VariantDefaults.official(get_variant(variant)).updated(studio)
+    raw = {"variant": variant, "prompt": caption(spec_for(BENCH_OFFSET)), "seed": 0, "preview": PreviewSettings()}
+    render = lambda event: event.frames if isinstance(event, PreviewEvent) else None  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        if variant == "i2v-a14b":
+            raw["image_path"] = str(Path(tmp) / "start.png")
+            _first_image(studio).save(raw["image_path"])
+        request = build_request(raw, defaults).request
+        engine = Engine(ModelManager({variant: str(folder)}, Path(tmp), device="cpu", demo_dir=None))
+        engine.generate(request, render)  # start-up: load the pipeline, fit the preview map
+        started = time.perf_counter()
+        engine.generate(request, render)
+        seconds = time.perf_counter() - started
+    torch.set_num_threads(threads)
+    return seconds
 
 
 def _first_image(defaults: dict):
