@@ -96,7 +96,7 @@ def initial_weights(model: WanTransformer3DModel, init: Path) -> None:
 
 def train(task: str, expert: str, boundary: float | None, latent_files: list[Path], text_dir: Path,
           out: Path, steps: int, batch: int, lr: float, shift: float, seed: int, minutes: float,
-          log_every: int, init: Path | None = None) -> None:
+          log_every: int, init: Path | None = None, heads: int = 4, ffn: int = 512) -> None:
     """Train one transformer and save it (EMA weights) with save_pretrained."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -107,10 +107,11 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
     indices = [i for p in parts for i in p["indices"]]
     conditions = torch.cat([p["conditions"] for p in parts]) if task == "i2v" else None
     in_c, out_c = CHANNELS[task]
-    model = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **TRANSFORMER).train()
+    config = {**TRANSFORMER, "num_attention_heads": heads, "ffn_dim": ffn}
+    model = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **config).train()
     if init is not None:
         initial_weights(model, init)
-    ema = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **TRANSFORMER).eval()
+    ema = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **config).eval()
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -175,7 +176,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
     ema.save_pretrained(out)
     (out / "train_log.txt").write_text(
         f"task={task} expert={expert} boundary={boundary} steps_run={len(losses)} of {steps} "
-        f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} init={init} "
+        f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} init={init} heads={heads} ffn={ffn} "
         f"minutes={(time.time() - start) / 60:.1f} final_loss={np.mean(losses[-50:]):.4f}\n")
 
 
@@ -194,6 +195,8 @@ def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
     parser.add_argument("--minutes", type=float, default=60.0, help="cap on the whole run")
     parser.add_argument("--log-every", type=int, default=20)
     parser.add_argument("--init", type=Path, help="start from this trained transformer folder")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads of 32 dimensions each")
+    parser.add_argument("--ffn", type=int, default=512, help="feed-forward width")
     args = parser.parse_args()
     train(task, args.expert, boundary, args.latents, args.text, args.out, args.steps, args.batch,
-          args.lr, args.shift, args.seed, args.minutes, args.log_every, args.init)
+          args.lr, args.shift, args.seed, args.minutes, args.log_every, args.init, args.heads, args.ffn)
