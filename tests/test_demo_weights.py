@@ -19,8 +19,8 @@ from training.dit import TRANSFORMER, i2v_condition, sigma_range
 from training.short_context import padded_cross_attention, short_context
 
 DEMO = Path(__file__).resolve().parent.parent / "weights" / "demo"
-COMMITTED = ("t2v-a14b", "ti2v-5b")  # folders this repository ships
-MIN_PSNR_DB = {"t2v-a14b": 14.5, "ti2v-5b": 19.0}  # regression floors, 1.5 dB below measured
+COMMITTED = ("t2v-a14b", "i2v-a14b", "ti2v-5b")  # folders this repository ships
+MIN_PSNR_DB = {"t2v-a14b": 26.5, "i2v-a14b": 26.5, "ti2v-5b": 27.5}  # floors, 1.5 dB below measured
 
 
 @pytest.mark.parametrize("variant", COMMITTED)
@@ -35,10 +35,16 @@ def test_folder_declares_itself_and_matches_the_variant(variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", COMMITTED)
-def test_studio_defaults_are_valid_requests_without_snapping(variant: str) -> None:
+def test_studio_defaults_are_valid_requests_without_snapping(variant: str, tmp_path: Path) -> None:
+    from PIL import Image
+
     studio = json.loads((DEMO / variant / "studio.json").read_text())
     defaults = VariantDefaults.official(get_variant(variant)).updated(studio["defaults"])
-    validated = build_request({"variant": variant, "prompt": "a red ball", "seed": 1}, defaults)
+    raw = {"variant": variant, "prompt": "a red ball", "seed": 1}
+    if get_variant(variant).image_input == "required":
+        raw["image_path"] = str(tmp_path / "start.png")
+        Image.new("RGB", (studio["defaults"]["width"], studio["defaults"]["height"])).save(raw["image_path"])
+    validated = build_request(raw, defaults)
     assert validated.notices == ()
     assert (validated.request.width, validated.request.frames) == (studio["defaults"]["width"],
                                                                    studio["defaults"]["frames"])

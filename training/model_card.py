@@ -87,6 +87,8 @@ def write_card(folder: Path) -> Path:
         lines += ["", scores.get("note", "")]
         missed = [row["measure"] for row in scores["rows"] if not met(row)]
         lines += ["", "Targets missed: " + "; ".join(missed) + "." if missed else "Every target is met."]
+        if scores.get("analysis"):
+            lines += ["", "## Why, and what would help", "", scores["analysis"]]
     else:
         lines.append("Not measured yet.")
     (folder / "README.md").write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

@@ -3,7 +3,7 @@
 # made: two lanes of single-threaded jobs, one per CPU core. Deterministic (fixed seeds); the
 # --minutes caps are safety nets that the step counts stay under on 2 idle cores.
 #
-#     bash training/train_all.sh [WORK_DIR]        # default /tmp/demo; about 95 minutes
+#     bash training/train_all.sh [WORK_DIR]        # default /tmp/demo; about 2 hours
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-/tmp/demo}
@@ -21,8 +21,7 @@ lane_wan21() {  # the Wan2.1-style VAE, its latents, the text-to-video experts' 
       --text "$D/text" --steps 900 --batch 32 --lr 3e-4 --minutes 25 --out "$D/i2v_high"
 }
 
-lane_wan22() {  # the text encoder, the Wan2.2-style VAE and TI2V, then the low-noise experts
-  run text training.train_text --out "$D/text"
+lane_wan22() {  # the Wan2.2-style VAE and TI2V, then the low-noise experts
   run vae22 training.train_vae --kind wan22 --image-steps 5000 --video-steps 600 --batch 4 --crop 64 \
       --image-lr 1e-3 --video-lr 2e-4 --minutes 45 --log-every 100 --out "$D/vae_wan22"
   run lat48 training.cache_latents --vae "$D/vae_wan22" --count 3000 --out "$D/lat48.pt"
@@ -35,6 +34,7 @@ lane_wan22() {  # the text encoder, the Wan2.2-style VAE and TI2V, then the low-
       --text "$D/text" --steps 900 --batch 32 --lr 3e-4 --minutes 25 --out "$D/i2v_low"
 }
 
+run text training.train_text --out "$D/text"
 lane_wan21 & a=$!
 lane_wan22 & b=$!
 wait $a
