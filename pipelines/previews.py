@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-FIT_VERSION = 1  # bump when the calibration recipe changes, so cached maps are refitted
+FIT_VERSION = 2  # bump when the calibration recipe changes, so cached maps are refitted
+RIDGE = 0.01  # shrinkage, relative to the mean latent variance
 CALIBRATION_SEED = 20250728
 X0Callback = Callable[[int, float, torch.Tensor], None]
 
@@ -162,9 +163,15 @@ def fit_projection(vae: Any, size: int = 96, images: int = 16, clips: int = 4,
     if not xs:
         raise ValueError("Fitting a preview map needs at least one calibration image or clip.")
     x, y = torch.cat(xs), torch.cat(ys)
-    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
-    solution = torch.linalg.lstsq(design, y, driver="gelsd").solution  # (C + 1, 3)
-    return LatentRGBProjection(solution[:-1].float().contiguous(), solution[-1].float().contiguous(),
+    # ridge regression: latent directions the calibration barely spans get small weights, so a
+    # generated latent that strays along them (a half-trained model's do) does not blow up the map
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc = x - x_mean
+    gram = xc.T @ xc / len(x)
+    ridge = RIDGE * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+    weight = torch.linalg.solve(gram + ridge, xc.T @ (y - y_mean) / len(x))  # (C, 3)
+    bias = y_mean - x_mean @ weight
+    return LatentRGBProjection(weight.float().contiguous(), bias.float().contiguous(),
                                spatial_stride=spatial, temporal_stride=temporal)
 
 
