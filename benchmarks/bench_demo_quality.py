@@ -225,24 +225,26 @@ def studio_generation_seconds(folder: Path, variant: str) -> float:
     from pipelines.request import PreviewSettings, VariantDefaults, build_request
     from pipelines.variants import get_variant
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
     studio = json.loads((folder / "studio.json").read_text())["defaults"]
     defaults = VariantDefaults.official(get_variant(variant)).updated(studio)
-    raw = {"variant": variant, "prompt": caption(spec_for(BENCH_OFFSET)), "seed": 0, "preview": PreviewSettings()}
+    raw = {"variant": variant, "prompt": caption(spec_for(BENCH_OFFSET)), "seed": 0,
+           "preview": PreviewSettings()}
     render = lambda event: event.frames if isinstance(event, PreviewEvent) else None  # noqa: E731
-    with tempfile.TemporaryDirectory() as tmp:
-        if variant == "i2v-a14b":
-            raw["image_path"] = str(Path(tmp) / "start.png")
-            _first_image(studio).save(raw["image_path"])
-        request = build_request(raw, defaults).request
-        engine = Engine(ModelManager({variant: str(folder)}, Path(tmp), device="cpu", demo_dir=None))
-        engine.generate(request, render)  # start-up: load the pipeline, fit the preview map
-        started = time.perf_counter()
-        engine.generate(request, render)
-        seconds = time.perf_counter() - started
-    torch.set_num_threads(threads)
-    return seconds
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            if variant == "i2v-a14b":
+                raw["image_path"] = str(Path(tmp) / "start.png")
+                _first_image(studio).save(raw["image_path"])
+            request = build_request(raw, defaults).request
+            engine = Engine(ModelManager({variant: str(folder)}, Path(tmp), device="cpu", demo_dir=None))
+            engine.generate(request, render)  # start-up: load the pipeline, fit the preview map
+            started = time.perf_counter()
+            engine.generate(request, render)
+            return time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _first_image(defaults: dict):

@@ -146,7 +146,8 @@ def test_capitalised_words_encode_like_lower_case_ones() -> None:
 
     tokenizer = build_tokenizer()
     encoder = build_text_encoder(tokenizer)
-    ids = [tokenizer(text, return_tensors="pt").input_ids for text in ("a ball. Pan left.", "a ball. pan left.")]
+    texts = ("a ball. Pan left.", "a ball. pan left.")
+    ids = [tokenizer(text, return_tensors="pt").input_ids for text in texts]
     assert "<unk>" not in tokenizer.convert_ids_to_tokens(ids[0][0])
     with torch.no_grad():
         a, b = (encoder(i).last_hidden_state for i in ids)

@@ -39,7 +39,7 @@ def caption(spec: ClipSpec, rng: np.random.Generator | None = None, keep: float 
 
 
 def vocabulary_words() -> list[str]:
-    """Every word any caption can contain (lower case, without punctuation), for the tokenizer."""
+    """Every word any caption can contain, lower case and without commas, for the tokenizer."""
     from . import world
 
     texts = [*SCENE_TEXT.values(), *MOTION_TEXT.values(), *world.COLORS, *world.SHAPES, "a", "an",

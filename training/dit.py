@@ -49,7 +49,8 @@ class PromptEncoder:
             # real tokens never attend to padding, so encoding at the longest prompt's length gives
             # the rows a 512-token encoding gives, at a fraction of the cost
             longest = max(len(ids) for ids in self.pipe.tokenizer(missing).input_ids)
-            embeds = self.pipe._get_t5_prompt_embeds(missing, max_sequence_length=min(longest, MAX_SEQUENCE_LENGTH),
+            length = min(longest, MAX_SEQUENCE_LENGTH)
+            embeds = self.pipe._get_t5_prompt_embeds(missing, max_sequence_length=length,
                                                      device=torch.device("cpu"))
             for p, e in zip(missing, embeds):
                 rows = int(e.abs().sum(-1).gt(0).sum())  # the pipeline zero-pads after the prompt
@@ -176,7 +177,8 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
     ema.save_pretrained(out)
     (out / "train_log.txt").write_text(
         f"task={task} expert={expert} boundary={boundary} steps_run={len(losses)} of {steps} "
-        f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} init={init} heads={heads} ffn={ffn} "
+        f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} init={init} "
+        f"heads={heads} ffn={ffn} "
         f"minutes={(time.time() - start) / 60:.1f} final_loss={np.mean(losses[-50:]):.4f}\n")
 
 
