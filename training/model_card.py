@@ -81,9 +81,10 @@ def write_card(folder: Path) -> Path:
         "",
     ]
     if scores:
-        lines += ["| measure | result | target | met |", "|---|---|---|---|"]
-        lines += [f"| {row['measure']} | {row['result']} | {row['target']} | {'yes' if met(row) else 'no'} |"
-                  for row in scores["rows"]]
+        # "world": what the same measurement gives on the world's own clips, its ceiling
+        lines += ["| measure | result | target | met | world's own clips |", "|---|---|---|---|---|"]
+        lines += [f"| {row['measure']} | {row['result']} | {row['target']} | {'yes' if met(row) else 'no'} "
+                  f"| {row.get('world', '')} |" for row in scores["rows"]]
         lines += ["", scores.get("note", "")]
         missed = [row["measure"] for row in scores["rows"] if not met(row)]
         lines += ["", "Targets missed: " + "; ".join(missed) + "." if missed else "Every target is met."]

@@ -1,0 +1,66 @@
+"""The demo benchmark's control pairs and the subject weighting of transformer training: the
+measurements must see every control on the world's own clips, or a model could never reach 90%."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.cache_latents import subject_coverage
+from training.control_pairs import IMAGE_PAIRS, PAIRS, SUBJECT_VISIBLE, pair_specs, world_right
+from training.data import spec_for
+from training.world import subject_mask
+
+
+@pytest.mark.parametrize("pair", PAIRS + IMAGE_PAIRS[1:], ids=lambda p: p.name)
+def test_the_world_gets_every_pair_right(pair) -> None:
+    assert world_right(pair, seeds=12) == 12
+
+
+def test_sides_differ_only_in_the_control_and_subject_pairs_keep_it_visible() -> None:
+    for pair in PAIRS + IMAGE_PAIRS:
+        for base, a, b in pair_specs(pair, seeds=4):
+            assert getattr(a, pair.field) == pair.side_a and getattr(b, pair.field) == pair.side_b
+            assert dataclasses.replace(a, **{pair.field: pair.side_b}) == b
+            assert dataclasses.replace(base, **{pair.field: pair.side_a}) == a
+            if pair.subject:
+                assert all(getattr(a, k) == v for k, v in SUBJECT_VISIBLE.items())
+
+
+def test_subject_coverage_pools_the_subject_mask_onto_the_latent_grid() -> None:
+    cover = subject_coverage([3, 4], (5, 8, 8))
+    assert cover.shape == (2, 5, 8, 8) and cover.min() >= 0 and cover.max() <= 1
+    for row, index in zip(cover.float(), (3, 4)):
+        mask = subject_mask(spec_for(index))
+        assert torch.isclose(row[0].mean(), torch.tensor(mask[0].mean(), dtype=torch.float32), atol=1e-3)
+        assert torch.isclose(row[1:].mean(), torch.tensor(mask[1:].mean(), dtype=torch.float32), atol=1e-3)
+    close = dataclasses.replace(spec_for(3), shot="close-up")
+    assert np.mean(subject_mask(close)) > np.mean(subject_mask(dataclasses.replace(close, shot="wide shot")))
+
+
+def test_a_subject_weight_needs_latents_with_subject_coverage(tmp_path: Path) -> None:
+    from training.dit import train
+
+    torch.save({"indices": [0], "latents": torch.zeros(1, 16, 5, 8, 8)}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="subject-only"):
+        train("t2v", "high", 0.875, [tmp_path / "old.pt"], tmp_path / "text", tmp_path / "out", steps=1,
+              batch=1, lr=1e-4, shift=5.0, seed=0, minutes=1, log_every=1, subject_weight=4.0)
+
+
+def test_model_card_shows_the_worlds_own_score_beside_the_models(tmp_path: Path) -> None:
+    from training.model_card import met, write_card
+
+    folder = tmp_path / "ti2v-5b"
+    folder.mkdir()
+    (folder / "studio.json").write_text(json.dumps({"variant": "ti2v-5b", "defaults": {}}))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
+    row = {"measure": "text: pan left vs right", "result": "30/32", "target": ">= 90%", "world": "32/32"}
+    (folder / "scores.json").write_text(json.dumps({"rows": [row]}))
+    card = write_card(folder).read_text()
+    assert "| text: pan left vs right | 30/32 | >= 90% | yes | 32/32 |" in card
+    assert met(row) and not met({**row, "result": "28/32"})
