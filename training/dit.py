@@ -5,6 +5,9 @@ One function serves the three variants: `t2v` (16 channels in), `i2v` (16 noise 
 image-latent channels in, as WanImageToVideoPipeline builds them) and `ti2v` (48 channels,
 `expand_timesteps`: half the batches keep the clean first latent frame at timestep 0, as the
 image-to-video path of the same folder runs it). A14B experts train on one side of the boundary.
+With a subject weight w, the loss on each latent cell is weighted 1 + w * (share of the cell the
+subject covers): the subject is a seventh of the latent, and without it the high-noise expert
+learns the background's layout and leaves the subject out.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ def initial_weights(model: WanTransformer3DModel, init: Path) -> None:
 
 def train(task: str, expert: str, boundary: float | None, latent_files: list[Path], text_dir: Path,
           out: Path, steps: int, batch: int, lr: float, shift: float, seed: int, minutes: float,
-          log_every: int, init: Path | None = None, heads: int = 4, ffn: int = 512) -> None:
+          log_every: int, init: Path | None = None, heads: int = 4, ffn: int = 512,
+          subject_weight: float = 0.0) -> None:
     """Train one transformer and save it (EMA weights) with save_pretrained."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -107,6 +111,10 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
     latents = torch.cat([p["latents"] for p in parts])
     indices = [i for p in parts for i in p["indices"]]
     conditions = torch.cat([p["conditions"] for p in parts]) if task == "i2v" else None
+    if subject_weight and any("subject" not in p for p in parts):
+        raise ValueError("A subject weight needs latent files with subject coverage: run "
+                         "training.cache_latents --subject-only --out FILE on older files.")
+    subject = torch.cat([p["subject"] for p in parts]) if subject_weight else None
     in_c, out_c = CHANNELS[task]
     config = {**TRANSFORMER, "num_attention_heads": heads, "ffn_dim": ffn}
     model = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **config).train()
@@ -144,6 +152,8 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
         xt = (1 - s) * x0 + s * noise
         target = noise - x0
         weight = torch.ones_like(x0)
+        if subject is not None:
+            weight = weight + subject_weight * subject[pick].float().unsqueeze(1)
         timestep = sigma * 1000
         if task == "i2v":
             xt = torch.cat([xt, i2v_condition(conditions[pick].float())], dim=1)
@@ -154,7 +164,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
             first = torch.ones(batch, 1, f, h, w)
             first[keep, :, 0] = 0.0
             xt = first * xt + (1 - first) * x0
-            weight = first.expand_as(x0)
+            weight = weight * first
             timestep = (first[:, 0, :, ::2, ::2] * timestep.view(-1, 1, 1, 1)).flatten(1)
         context, bias = short_context(encode(prompts), MAX_SEQUENCE_LENGTH)
         with padded_cross_attention(model, bias):
@@ -178,7 +188,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
     (out / "train_log.txt").write_text(
         f"task={task} expert={expert} boundary={boundary} steps_run={len(losses)} of {steps} "
         f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} init={init} "
-        f"heads={heads} ffn={ffn} "
+        f"heads={heads} ffn={ffn} subject_weight={subject_weight} "
         f"minutes={(time.time() - start) / 60:.1f} final_loss={np.mean(losses[-50:]):.4f}\n")
 
 
@@ -199,6 +209,9 @@ def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
     parser.add_argument("--init", type=Path, help="start from this trained transformer folder")
     parser.add_argument("--heads", type=int, default=4, help="attention heads of 32 dimensions each")
     parser.add_argument("--ffn", type=int, default=512, help="feed-forward width")
+    parser.add_argument("--subject-weight", type=float, default=0.0,
+                        help="extra loss weight on latent cells the subject covers")
     args = parser.parse_args()
     train(task, args.expert, boundary, args.latents, args.text, args.out, args.steps, args.batch,
-          args.lr, args.shift, args.seed, args.minutes, args.log_every, args.init, args.heads, args.ffn)
+          args.lr, args.shift, args.seed, args.minutes, args.log_every, args.init, args.heads, args.ffn,
+          args.subject_weight)
