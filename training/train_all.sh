@@ -11,14 +11,16 @@ mkdir -p "$D/logs"
 run() { local name=$1; shift; echo "$(date +%T) start $name"; python -m "$@" > "$D/logs/$name.log" 2>&1
         echo "$(date +%T) done  $name"; }
 
+# The high-noise experts and TI2V weight the loss towards the subject (--subject-weight): they decide
+# the layout, and unweighted they left the subject out. The low-noise experts see it in their input.
 lane_wan21() {  # the Wan2.1-style VAE, its latents, the text-to-video experts' high-noise side
   run vae21 training.train_vae --kind wan21 --image-steps 4200 --video-steps 400 --batch 4 --crop 64 \
       --image-lr 1e-3 --video-lr 2e-4 --minutes 45 --log-every 100 --out "$D/vae_wan21"
   run lat16 training.cache_latents --vae "$D/vae_wan21" --count 2400 --i2v --out "$D/lat16.pt"
   run t2v_high training.train_t2v --expert high --latents "$D/lat16.pt" --text "$D/text" \
-      --steps 3000 --batch 32 --lr 6e-4 --minutes 55 --out "$D/t2v_high"
+      --steps 4000 --batch 32 --lr 6e-4 --subject-weight 4 --minutes 55 --out "$D/t2v_high"
   run i2v_high training.train_i2v --expert high --init "$D/t2v_high" --latents "$D/lat16.pt" \
-      --text "$D/text" --steps 900 --batch 32 --lr 3e-4 --minutes 25 --out "$D/i2v_high"
+      --text "$D/text" --steps 900 --batch 32 --lr 3e-4 --subject-weight 4 --minutes 25 --out "$D/i2v_high"
 }
 
 lane_wan22() {  # the Wan2.2-style VAE and TI2V, then the low-noise experts
@@ -26,7 +28,7 @@ lane_wan22() {  # the Wan2.2-style VAE and TI2V, then the low-noise experts
       --image-lr 1e-3 --video-lr 2e-4 --minutes 45 --log-every 100 --out "$D/vae_wan22"
   run lat48 training.cache_latents --vae "$D/vae_wan22" --count 3000 --out "$D/lat48.pt"
   run ti2v training.train_ti2v --latents "$D/lat48.pt" --text "$D/text" \
-      --steps 4000 --batch 64 --lr 6e-4 --minutes 55 --out "$D/ti2v"
+      --steps 4000 --batch 64 --lr 6e-4 --subject-weight 4 --minutes 55 --out "$D/ti2v"
   while [ ! -f "$D/lat16.pt" ]; do sleep 10; done
   run t2v_low training.train_t2v --expert low --latents "$D/lat16.pt" --text "$D/text" \
       --steps 2500 --batch 32 --lr 6e-4 --minutes 55 --out "$D/t2v_low"
