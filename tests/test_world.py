@@ -141,14 +141,50 @@ def test_caption_dropout_keeps_subject_scene_and_motion() -> None:
     assert text == "a red ball, in a green meadow, it stays still"
 
 
-def test_capitalised_words_encode_like_lower_case_ones() -> None:
-    from training.text import build_text_encoder, build_tokenizer
+@pytest.mark.parametrize("phrase_steps", [0, 5])
+def test_capitalised_words_encode_like_lower_case_ones(phrase_steps: int) -> None:
+    from training.text import build_text_encoder, build_tokenizer, teach_phrases
 
     tokenizer = build_tokenizer()
     encoder = build_text_encoder(tokenizer)
+    teach_phrases(encoder, tokenizer, phrase_steps, batch=8)
     texts = ("a ball. Pan left.", "a ball. pan left.")
     ids = [tokenizer(text, return_tensors="pt").input_ids for text in texts]
     assert "<unk>" not in tokenizer.convert_ids_to_tokens(ids[0][0])
     with torch.no_grad():
         a, b = (encoder(i).last_hidden_state for i in ids)
     assert torch.equal(a, b)
+
+
+def test_every_caption_token_is_labelled_with_its_phrase() -> None:
+    from training.text import build_tokenizer, phrase_batch, phrases
+
+    tokenizer = build_tokenizer()
+    text = caption(with_(camera="pan left", motion="left"))
+    ids, mask, labels = phrase_batch(tokenizer, [text, "a red ball"])
+    names = phrases()
+    tokens = tokenizer.convert_ids_to_tokens(ids[0])
+    by_token = [(tok, names[lab] if lab >= 0 else None) for tok, lab in zip(tokens, labels[0].tolist())]
+    lefts = [phrase for tok, phrase in by_token if tok == "\u2581left"]
+    assert lefts == ["it moves to the left", "pan left"]
+    assert by_token[-1] == ("</s>", None) and mask[1].sum() < mask[0].sum()
+    assert (labels[1][mask[1].sum():] == -100).all()
+
+
+def test_phrase_teaching_tells_the_cameras_left_from_the_subjects() -> None:
+    from training.text import build_text_encoder, build_tokenizer, teach_phrases
+
+    tokenizer = build_tokenizer()
+    encoder = build_text_encoder(tokenizer)
+    text = caption(with_(camera="pan left", motion="left"))
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    lefts = [i for i, t in enumerate(tokenizer.convert_ids_to_tokens(ids[0])) if t == "\u2581left"]
+
+    def similarity() -> float:
+        with torch.no_grad():
+            out = encoder(ids).last_hidden_state[0]
+        return float(torch.nn.functional.cosine_similarity(out[lefts[0]], out[lefts[1]], dim=0))
+
+    assert similarity() > 0.99  # a random encoder is a bag of words
+    accuracy = teach_phrases(encoder, tokenizer, steps=60, batch=16)
+    assert accuracy > 0.8 and similarity() < 0.9
