@@ -6,7 +6,7 @@ image-latent channels in, as WanImageToVideoPipeline builds them) and `ti2v` (48
 `expand_timesteps`: half the batches keep the clean first latent frame at timestep 0, as the
 image-to-video path of the same folder runs it). A14B experts train on one side of the boundary.
 With a subject weight w, the loss on each latent cell is weighted 1 + w * (share of the cell the
-subject covers): the subject is a seventh of the latent, and without it the high-noise expert
+subject covers): the subject is a tenth of the latent, and without it the high-noise expert
 learns the background's layout and leaves the subject out.
 """
 
