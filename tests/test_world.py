@@ -186,5 +186,5 @@ def test_phrase_teaching_tells_the_cameras_left_from_the_subjects() -> None:
         return float(torch.nn.functional.cosine_similarity(out[lefts[0]], out[lefts[1]], dim=0))
 
     assert similarity() > 0.99  # a random encoder is a bag of words
-    accuracy = teach_phrases(encoder, tokenizer, steps=60, batch=16)
-    assert accuracy > 0.8 and similarity() < 0.9
+    accuracy = teach_phrases(encoder, tokenizer, steps=150, batch=16)  # about 0.96 and 0.58
+    assert accuracy > 0.9 and similarity() < 0.8
