@@ -16,10 +16,14 @@ MOTION_TEXT = {"still": "it stays still", "left": "it moves to the left",
                "right": "it moves to the right"}
 
 
+def subject_text(color: str, shape: str) -> str:
+    """The subject phrase, with its article: "an orange cube"."""
+    return f"{'an' if color[0] in 'aeiou' else 'a'} {color} {shape}"
+
+
 def shot_text(spec: ClipSpec) -> str:
     """What a user types in the Shot box for this clip: subject, scene, motion."""
-    article = "an" if spec.color[0] in "aeiou" else "a"
-    return f"{article} {spec.color} {spec.shape}, {SCENE_TEXT[spec.scene]}, {MOTION_TEXT[spec.motion]}"
+    return f"{subject_text(spec.color, spec.shape)}, {SCENE_TEXT[spec.scene]}, {MOTION_TEXT[spec.motion]}"
 
 
 def controls_for(spec: ClipSpec, rng: np.random.Generator | None = None,

@@ -1,5 +1,5 @@
-"""The demo tokenizer (the world's vocabulary) and a small UMT5 text encoder, taught which phrase
-each word belongs to.
+"""The demo tokenizer (the world's vocabulary) and a small UMT5 text encoder, optionally taught
+which phrase each word belongs to.
 
 A seeded random encoder is a bag of words: its output for "left" in "pan left" and in "it moves
 to the left" has cosine 0.999, so the transformers cannot tell the camera's direction from the
@@ -16,7 +16,7 @@ import torch
 from transformers import T5TokenizerFast, UMT5Config, UMT5EncoderModel
 
 from . import world
-from .captions import MOTION_TEXT, SCENE_TEXT, caption, vocabulary_words
+from .captions import MOTION_TEXT, SCENE_TEXT, caption, subject_text, vocabulary_words
 from .data import spec_for
 
 TEXT_DIM = 64
@@ -56,7 +56,7 @@ def build_text_encoder(tokenizer: T5TokenizerFast, seed: int = 0) -> UMT5Encoder
 
 def phrases() -> list[str]:
     """Every phrase a caption is made of (lower case, without its comma or full stop)."""
-    subjects = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {shape}" for c in world.COLORS for shape in world.SHAPES]
+    subjects = [subject_text(c, shape) for c in world.COLORS for shape in world.SHAPES]
     return [*subjects, *SCENE_TEXT.values(), *MOTION_TEXT.values(), *world.LIGHTS, *world.TIMES,
             *world.SHOTS, *world.COMPOSITIONS, *world.CAMERAS, *(t for t in world.TONES if t != "neutral")]
 
