@@ -15,7 +15,8 @@ from pipelines.loader import inspect_folder
 from pipelines.request import VariantDefaults, build_request
 from pipelines.variants import get_variant
 from training.data import HELD_OUT_OFFSET, clip_batch, spec_for
-from training.dit import TRANSFORMER, i2v_condition, sigma_range
+from training.dit import TRANSFORMER, i2v_condition, sampling_weights, sigma_range
+from training.world import CAMERAS
 from training.short_context import padded_cross_attention, short_context
 
 DEMO = Path(__file__).resolve().parent.parent / "weights" / "demo"
@@ -143,6 +144,25 @@ def test_experts_train_on_their_side_of_the_boundary(boundary: float) -> None:
     assert lo2 == 0.0 and math.isclose(sigma(hi2), boundary)
     with pytest.raises(ValueError, match="boundary"):
         sigma_range("high", None, shift)
+
+
+def test_camera_weights_draw_the_named_moves_more_often() -> None:
+    indices = list(range(600))
+    pans = np.array([spec_for(i).camera in ("pan left", "pan right") for i in indices])
+    even = sampling_weights(indices, {})
+    assert np.allclose(even, 1 / 600)
+    draw = sampling_weights(indices, {"pan left": 3, "pan right": 3})
+    share = pans.mean()
+    assert math.isclose(draw[pans].sum(), 3 * share / (3 * share + 1 - share))
+    assert math.isclose(draw.sum(), 1.0)
+
+
+@pytest.mark.parametrize("weights, message", [({"pan sideways": 2}, "Unknown camera move"),
+                                              ({move: 0 for move in CAMERAS}, "non-negative"),
+                                              ({"pan left": -1}, "non-negative")])
+def test_camera_weights_refuse_unknown_moves_and_empty_draws(weights: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        sampling_weights(list(range(50)), weights)
 
 
 def test_i2v_starts_from_t2v_with_the_image_channels_at_zero(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from .captions import caption
 from .data import spec_for
 from .short_context import padded_cross_attention, short_context
 from .text import TEXT_DIM
+from .world import CAMERAS
 
 MAX_SEQUENCE_LENGTH = 512  # what the Wan pipelines pad prompts to (emulated exactly in training)
 TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32,
@@ -71,6 +72,17 @@ def sigma_range(expert: str, boundary: float | None, shift: float) -> tuple[floa
     return (u_boundary, 1.0) if expert == "high" else (0.0, u_boundary)
 
 
+def sampling_weights(indices: list[int], camera_weight: dict[str, float]) -> np.ndarray:
+    """Probability of drawing each clip when clips with some camera moves are drawn more often."""
+    unknown = set(camera_weight) - set(CAMERAS)
+    if unknown:
+        raise ValueError(f"Unknown camera move(s) {sorted(unknown)}; choose from {', '.join(CAMERAS)}.")
+    weights = np.array([camera_weight.get(spec_for(i).camera, 1.0) for i in indices], dtype=np.float64)
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("Camera weights must be non-negative and leave some clips to draw.")
+    return weights / weights.sum()
+
+
 def i2v_condition(conditions: torch.Tensor) -> torch.Tensor:
     """Mask (4 channels: the first latent frame holds 4 known pixel frames) + image latent."""
     b, _, f, h, w = conditions.shape
@@ -101,7 +113,7 @@ def initial_weights(model: WanTransformer3DModel, init: Path) -> None:
 def train(task: str, expert: str, boundary: float | None, latent_files: list[Path], text_dir: Path,
           out: Path, steps: int, batch: int, lr: float, shift: float, seed: int, minutes: float,
           log_every: int, init: Path | None = None, heads: int = 4, ffn: int = 512,
-          subject_weight: float = 0.0) -> None:
+          subject_weight: float = 0.0, camera_weight: dict[str, float] | None = None) -> None:
     """Train one transformer and save it (EMA weights) with save_pretrained."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -115,6 +127,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
         raise ValueError("A subject weight needs latent files with subject coverage: run "
                          "training.cache_latents --subject-only --out FILE on older files.")
     subject = torch.cat([p["subject"] for p in parts]) if subject_weight else None
+    draw = sampling_weights(indices, camera_weight or {})
     in_c, out_c = CHANNELS[task]
     config = {**TRANSFORMER, "num_attention_heads": heads, "ffn_dim": ffn}
     model = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **config).train()
@@ -136,7 +149,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
         for g in opt.param_groups:
             warm = min(1.0, (step + 1) / 50)
             g["lr"] = lr * warm * (0.15 + 0.85 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        pick = rng.integers(0, len(indices), batch)
+        pick = rng.choice(len(indices), size=batch, p=draw) if camera_weight else rng.integers(0, len(indices), batch)
         x0 = latents[pick].float()
         # with an image (i2v always, ti2v for half the batch) the studio composes in image order
         with_image = np.full(batch, task == "i2v") if task != "ti2v" else rng.random(batch) < 0.5
@@ -188,7 +201,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
     (out / "train_log.txt").write_text(
         f"task={task} expert={expert} boundary={boundary} steps_run={len(losses)} of {steps} "
         f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} init={init} "
-        f"heads={heads} ffn={ffn} subject_weight={subject_weight} "
+        f"heads={heads} ffn={ffn} subject_weight={subject_weight} camera_weight={camera_weight} "
         f"minutes={(time.time() - start) / 60:.1f} final_loss={np.mean(losses[-50:]):.4f}\n")
 
 
@@ -211,7 +224,13 @@ def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
     parser.add_argument("--ffn", type=int, default=512, help="feed-forward width")
     parser.add_argument("--subject-weight", type=float, default=0.0,
                         help="extra loss weight on latent cells the subject covers")
+    parser.add_argument("--camera-weight", nargs="+", default=[], metavar="MOVE=W",
+                        help='draw clips with this camera move W times as often, e.g. "pan left=3"')
     args = parser.parse_args()
+    try:
+        camera_weight = {k.strip(): float(v) for k, v in (item.rsplit("=", 1) for item in args.camera_weight)}
+    except ValueError:
+        parser.error('--camera-weight takes MOVE=WEIGHT items, e.g. "pan left=3".')
     train(task, args.expert, boundary, args.latents, args.text, args.out, args.steps, args.batch,
           args.lr, args.shift, args.seed, args.minutes, args.log_every, args.init, args.heads, args.ffn,
-          args.subject_weight)
+          args.subject_weight, camera_weight)
