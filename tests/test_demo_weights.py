@@ -15,9 +15,10 @@ from pipelines.loader import inspect_folder
 from pipelines.request import VariantDefaults, build_request
 from pipelines.variants import get_variant
 from training.data import HELD_OUT_OFFSET, clip_batch, spec_for
-from training.dit import TRANSFORMER, i2v_condition, sampling_weights, sigma_range
-from training.world import CAMERAS
+from training.dit import (TRANSFORMER, i2v_condition, sampling_weights, sigma_range,
+                          temporal_difference_loss)
 from training.short_context import padded_cross_attention, short_context
+from training.world import CAMERAS
 
 DEMO = Path(__file__).resolve().parent.parent / "weights" / "demo"
 COMMITTED = ("t2v-a14b", "i2v-a14b", "ti2v-5b")  # folders this repository ships
@@ -163,6 +164,20 @@ def test_camera_weights_draw_the_named_moves_more_often() -> None:
 def test_camera_weights_refuse_unknown_moves_and_empty_draws(weights: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         sampling_weights(list(range(50)), weights)
+
+
+def test_temporal_difference_loss_sees_motion_not_constant_errors() -> None:
+    target = torch.randn(2, 4, 5, 4, 4)
+    ones = torch.ones_like(target)
+    assert temporal_difference_loss(target, target, ones) == 0
+    assert temporal_difference_loss(target + 0.5, target, ones) < 1e-10  # same error in every frame
+    still = target[:, :, :1].expand_as(target)  # a prediction that holds the first frame
+    assert temporal_difference_loss(still, target, ones) > 0.5
+    first_clean = ones.clone()
+    first_clean[:, :, 0] = 0  # ti2v's clean first frame carries no loss
+    moved_first = target.clone()
+    moved_first[:, :, 0] += 3.0
+    assert temporal_difference_loss(moved_first, target, first_clean) == 0
 
 
 def test_i2v_starts_from_t2v_with_the_image_channels_at_zero(tmp_path: Path) -> None:

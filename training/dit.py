@@ -83,6 +83,14 @@ def sampling_weights(indices: list[int], camera_weight: dict[str, float]) -> np.
     return weights / weights.sum()
 
 
+def temporal_difference_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Squared error of the change from one latent frame to the next: the plain loss spends little on
+    motion, which is a small part of a clip's energy, and the models learned to hold frames still."""
+    diff = lambda x: x[:, :, 1:] - x[:, :, :-1]  # noqa: E731
+    w = torch.minimum(weight[:, :, 1:], weight[:, :, :-1])  # a frame held clean (ti2v) has no error
+    return ((diff(pred) - diff(target)).pow(2) * w).sum() / w.sum().clamp_min(1e-6)
+
+
 def i2v_condition(conditions: torch.Tensor) -> torch.Tensor:
     """Mask (4 channels: the first latent frame holds 4 known pixel frames) + image latent."""
     b, _, f, h, w = conditions.shape
@@ -113,7 +121,8 @@ def initial_weights(model: WanTransformer3DModel, init: Path) -> None:
 def train(task: str, expert: str, boundary: float | None, latent_files: list[Path], text_dir: Path,
           out: Path, steps: int, batch: int, lr: float, shift: float, seed: int, minutes: float,
           log_every: int, init: Path | None = None, heads: int = 4, ffn: int = 512,
-          subject_weight: float = 0.0, camera_weight: dict[str, float] | None = None) -> None:
+          subject_weight: float = 0.0, camera_weight: dict[str, float] | None = None,
+          motion_weight: float = 0.0) -> None:
     """Train one transformer and save it (EMA weights) with save_pretrained."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -149,7 +158,10 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
         for g in opt.param_groups:
             warm = min(1.0, (step + 1) / 50)
             g["lr"] = lr * warm * (0.15 + 0.85 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        pick = rng.choice(len(indices), size=batch, p=draw) if camera_weight else rng.integers(0, len(indices), batch)
+        if camera_weight:
+            pick = rng.choice(len(indices), size=batch, p=draw)
+        else:  # as the committed weights were drawn
+            pick = rng.integers(0, len(indices), batch)
         x0 = latents[pick].float()
         # with an image (i2v always, ti2v for half the batch) the studio composes in image order
         with_image = np.full(batch, task == "i2v") if task != "ti2v" else rng.random(batch) < 0.5
@@ -184,6 +196,8 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
             pred = model(hidden_states=xt, timestep=timestep, encoder_hidden_states=context,
                          return_dict=False)[0]
         loss = ((pred - target).pow(2) * weight).sum() / weight.sum()
+        if motion_weight:
+            loss = loss + motion_weight * temporal_difference_loss(pred, target, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -202,6 +216,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
         f"task={task} expert={expert} boundary={boundary} steps_run={len(losses)} of {steps} "
         f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} init={init} "
         f"heads={heads} ffn={ffn} subject_weight={subject_weight} camera_weight={camera_weight} "
+        f"motion_weight={motion_weight} "
         f"minutes={(time.time() - start) / 60:.1f} final_loss={np.mean(losses[-50:]):.4f}\n")
 
 
@@ -224,6 +239,8 @@ def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
     parser.add_argument("--ffn", type=int, default=512, help="feed-forward width")
     parser.add_argument("--subject-weight", type=float, default=0.0,
                         help="extra loss weight on latent cells the subject covers")
+    parser.add_argument("--motion-weight", type=float, default=0.0,
+                        help="weight of an extra loss on the change between latent frames")
     parser.add_argument("--camera-weight", nargs="+", default=[], metavar="MOVE=W",
                         help='draw clips with this camera move W times as often, e.g. "pan left=3"')
     args = parser.parse_args()
@@ -233,4 +250,4 @@ def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
         parser.error('--camera-weight takes MOVE=WEIGHT items, e.g. "pan left=3".')
     train(task, args.expert, boundary, args.latents, args.text, args.out, args.steps, args.batch,
           args.lr, args.shift, args.seed, args.minutes, args.log_every, args.init, args.heads, args.ffn,
-          args.subject_weight, camera_weight)
+          args.subject_weight, camera_weight, args.motion_weight)
