@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.request import DEFAULT_NEGATIVE_PROMPT  # noqa: E402
 from training.captions import caption  # noqa: E402
-from training.control_pairs import BENCH_OFFSET, IMAGE_PAIRS, PAIRS, Pair, pair_specs, world_right  # noqa: E402
+from training.control_pairs import (BENCH_OFFSET, IMAGE_PAIRS, PAIRS, Outcome, Pair, outcome,  # noqa: E402
+                                    pair_specs, world_outcome)
 from training.data import HELD_OUT_OFFSET, clip_batch, spec_for  # noqa: E402
 from training.measure import dominant_color  # noqa: E402
 from training.model_card import write_card  # noqa: E402
@@ -95,8 +96,8 @@ def preview_correlation(pipe, clips: int) -> float:
 
 
 def adherence(pipe, defaults: dict, pairs: list[Pair], seeds: int,
-              image_mode: bool) -> list[tuple[str, int, int, int]]:
-    """Per pair: (name, pairs right, pairs, pairs the world's own clips get right)."""
+              image_mode: bool) -> list[tuple[str, Outcome, Outcome]]:
+    """Per pair: its name, how the model's clips came out and how the world's own clips do."""
     rows = []
     for pair in pairs:
         specs = pair_specs(pair, seeds)
@@ -112,12 +113,18 @@ def adherence(pipe, defaults: dict, pairs: list[Pair], seeds: int,
                 for s in range(seeds)])
         else:
             clips = generate(pipe, defaults, prompts, seed_list)
-        right = sum(pair.measure(clips[2 * s], a) > pair.measure(clips[2 * s + 1], b)
-                    for s, (_, a, b) in enumerate(specs))
-        world = world_right(pair, seeds, defaults["height"], defaults["frames"])
-        rows.append((pair.name, int(right), seeds, world))
-        print(f"  {pair.name:40s} {right:3d}/{seeds}   (world's own clips {world}/{seeds})", flush=True)
+        model = outcome(pair, [(clips[2 * s], clips[2 * s + 1]) for s in range(seeds)], specs)
+        world = world_outcome(pair, seeds, defaults["height"], defaults["frames"])
+        rows.append((pair.name, model, world))
+        print(f"  {pair.name:40s} {model.right:3d}/{seeds}   (world's own clips {world.right}/{seeds}); "
+              f"effect {model.effect:+.3f}, the world's {world.effect:+.3f}", flush=True)
     return rows
+
+
+def adherence_row(kind: str, name: str, model: Outcome, world: Outcome) -> dict[str, str]:
+    """A scores.json row: the model's result, the world's, and the model's effect as a share of the world's."""
+    return {"measure": f"{kind}: {name}", "result": f"{model.right}/{model.seeds}", "target": ">= 90%",
+            "world": f"{world.right}/{world.seeds}", "effect": f"{model.effect / world.effect:.0%}"}
 
 
 def colour_following(pipe, defaults: dict, seeds: int) -> tuple[int, int]:
@@ -161,19 +168,16 @@ def main() -> None:
         print(f"  VAE PSNR {psnr:.2f} dB, preview corr {corr:.3f}, one generation {rows[-1]['result']} s",
               flush=True)
         if variant != "i2v-a14b":
-            for name, right, total, world in adherence(pipe, defaults, PAIRS, args.seeds, image_mode=False):
-                rows.append({"measure": f"text: {name}", "result": f"{right}/{total}", "target": ">= 90%",
-                             "world": f"{world}/{total}"})
+            for name, model, world in adherence(pipe, defaults, PAIRS, args.seeds, image_mode=False):
+                rows.append(adherence_row("text", name, model, world))
             right, total = colour_following(pipe, defaults, args.seeds)
             print(f"  {'prompt colour is dominant':40s} {right:3d}/{total}", flush=True)
             rows.append({"measure": "prompt colour is the dominant subject colour", "result": f"{right}/{total}",
                          "target": ">= 90%"})
         if variant != "t2v-a14b":
             image_pipe = pipe if variant == "i2v-a14b" else load(folder, variant, image=True)
-            for name, right, total, world in adherence(image_pipe, defaults, IMAGE_PAIRS, args.seeds,
-                                                       image_mode=True):
-                rows.append({"measure": f"image: {name}", "result": f"{right}/{total}", "target": ">= 90%",
-                             "world": f"{world}/{total}"})
+            for name, model, world in adherence(image_pipe, defaults, IMAGE_PAIRS, args.seeds, image_mode=True):
+                rows.append(adherence_row("image", name, model, world))
         if args.write_scores:
             path = folder / "scores.json"
             # the analysis is written by a person from these numbers: keep it

@@ -12,14 +12,27 @@ import pytest
 import torch
 
 from training.cache_latents import subject_coverage
-from training.control_pairs import IMAGE_PAIRS, PAIRS, SUBJECT_VISIBLE, pair_specs, world_right
+from training.control_pairs import IMAGE_PAIRS, PAIRS, SUBJECT_VISIBLE, outcome, pair_specs, world_outcome
 from training.data import spec_for
-from training.world import subject_mask
+from training.world import render, subject_mask
 
 
 @pytest.mark.parametrize("pair", PAIRS + IMAGE_PAIRS[1:], ids=lambda p: p.name)
 def test_the_world_gets_every_pair_right(pair) -> None:
-    assert world_right(pair, seeds=12) == 12
+    world = world_outcome(pair, seeds=12)
+    assert world.right == world.seeds == 12 and world.effect > 0
+
+
+def test_clips_that_do_not_change_count_as_wrong_with_no_effect() -> None:
+    pair = PAIRS[1]  # pan left vs right
+    specs = pair_specs(pair, seeds=3)
+    still = np.zeros((17, 64, 64, 3), np.uint8)
+    assert outcome(pair, [(still, still)] * 3, specs) == (0, 3, 0.0)
+    world = world_outcome(pair, seeds=3)
+    swapped = [(b, a) for a, b in [((render(a, 17, 64, 64) * 255).astype(np.uint8),
+                                    (render(b, 17, 64, 64) * 255).astype(np.uint8)) for _, a, b in specs]]
+    reversed_ = outcome(pair, swapped, specs)
+    assert reversed_.right == 0 and reversed_.effect < -0.5 * world.effect
 
 
 def test_sides_differ_only_in_the_control_and_subject_pairs_keep_it_visible() -> None:
@@ -59,8 +72,9 @@ def test_model_card_shows_the_worlds_own_score_beside_the_models(tmp_path: Path)
     folder.mkdir()
     (folder / "studio.json").write_text(json.dumps({"variant": "ti2v-5b", "defaults": {}}))
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
-    row = {"measure": "text: pan left vs right", "result": "30/32", "target": ">= 90%", "world": "32/32"}
+    row = {"measure": "text: pan left vs right", "result": "30/32", "target": ">= 90%", "world": "32/32",
+           "effect": "85%"}
     (folder / "scores.json").write_text(json.dumps({"rows": [row]}))
     card = write_card(folder).read_text()
-    assert "| text: pan left vs right | 30/32 | >= 90% | yes | 32/32 |" in card
+    assert "| text: pan left vs right | 30/32 | >= 90% | yes | 32/32 | 85% |" in card
     assert met(row) and not met({**row, "result": "28/32"})

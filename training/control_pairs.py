@@ -74,7 +74,25 @@ def pair_specs(pair: Pair, seeds: int) -> list[tuple[ClipSpec, ClipSpec, ClipSpe
     return out
 
 
-def world_right(pair: Pair, seeds: int, size: int = 64, frames: int = 17) -> int:
-    """How many pairs the world's own clips get right: the ceiling of the measurement."""
+class Outcome(NamedTuple):
+    """How a pair came out over its seeds: pairs right, and the mean of side A minus side B
+    (the size of the effect, in the measure's own units)."""
+
+    right: int
+    seeds: int
+    effect: float
+
+
+def outcome(pair: Pair, clips: list[tuple[np.ndarray, np.ndarray]],
+            specs: list[tuple[ClipSpec, ClipSpec, ClipSpec]]) -> Outcome:
+    """Score (side A, side B) clips made from `pair_specs` with the pair's measure."""
+    diffs = [pair.measure(a, sa) - pair.measure(b, sb) for (a, b), (_, sa, sb) in zip(clips, specs)]
+    return Outcome(int(sum(d > 0 for d in diffs)), len(diffs), float(np.mean(diffs)))
+
+
+def world_outcome(pair: Pair, seeds: int, size: int = 64, frames: int = 17) -> Outcome:
+    """The pair measured on the world's own clips: the ceiling of the measurement, and the size of
+    the effect a model that learned the control would show."""
     clip = lambda spec: (render(spec, frames, size, size) * 255).round().astype(np.uint8)  # noqa: E731
-    return int(sum(pair.measure(clip(a), a) > pair.measure(clip(b), b) for _, a, b in pair_specs(pair, seeds)))
+    specs = pair_specs(pair, seeds)
+    return outcome(pair, [(clip(a), clip(b)) for _, a, b in specs], specs)

@@ -81,10 +81,12 @@ def write_card(folder: Path) -> Path:
         "",
     ]
     if scores:
-        # "world": what the same measurement gives on the world's own clips, its ceiling
-        lines += ["| measure | result | target | met | world's own clips |", "|---|---|---|---|---|"]
+        # "world": what the same measurement gives on the world's own clips, its ceiling; "effect":
+        # the model's mean side-A-minus-B difference as a share of the world's
+        lines += ["| measure | result | target | met | world's own clips | effect, share of the world's |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {row['measure']} | {row['result']} | {row['target']} | {'yes' if met(row) else 'no'} "
-                  f"| {row.get('world', '')} |" for row in scores["rows"]]
+                  f"| {row.get('world', '')} | {row.get('effect', '')} |" for row in scores["rows"]]
         lines += ["", scores.get("note", "")]
         missed = [row["measure"] for row in scores["rows"] if not met(row)]
         lines += ["", "Targets missed: " + "; ".join(missed) + "." if missed else "Every target is met."]
