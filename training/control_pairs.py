@@ -75,8 +75,9 @@ def pair_specs(pair: Pair, seeds: int) -> list[tuple[ClipSpec, ClipSpec, ClipSpe
 
 
 class Outcome(NamedTuple):
-    """How a pair came out over its seeds: pairs right, and the mean of side A minus side B
-    (the size of the effect, in the measure's own units)."""
+    """How a pair came out over its seeds: pairs right, and the median of side A minus side B
+    (the size of the effect, in the measure's own units; the median, as a ratio such as area
+    growth explodes when a side barely shows the subject)."""
 
     right: int
     seeds: int
@@ -87,7 +88,7 @@ def outcome(pair: Pair, clips: list[tuple[np.ndarray, np.ndarray]],
             specs: list[tuple[ClipSpec, ClipSpec, ClipSpec]]) -> Outcome:
     """Score (side A, side B) clips made from `pair_specs` with the pair's measure."""
     diffs = [pair.measure(a, sa) - pair.measure(b, sb) for (a, b), (_, sa, sb) in zip(clips, specs)]
-    return Outcome(int(sum(d > 0 for d in diffs)), len(diffs), float(np.mean(diffs)))
+    return Outcome(int(sum(d > 0 for d in diffs)), len(diffs), float(np.median(diffs)))
 
 
 def world_outcome(pair: Pair, seeds: int, size: int = 64, frames: int = 17) -> Outcome:

@@ -82,7 +82,7 @@ def write_card(folder: Path) -> Path:
     ]
     if scores:
         # "world": what the same measurement gives on the world's own clips, its ceiling; "effect":
-        # the model's mean side-A-minus-B difference as a share of the world's
+        # the model's median side-A-minus-B difference as a share of the world's
         lines += ["| measure | result | target | met | world's own clips | effect, share of the world's |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {row['measure']} | {row['result']} | {row['target']} | {'yes' if met(row) else 'no'} "
