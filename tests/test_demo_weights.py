@@ -15,7 +15,7 @@ import torch
 from pipelines.loader import inspect_folder
 from pipelines.request import VariantDefaults, build_request
 from pipelines.variants import get_variant
-from training.data import HELD_OUT_OFFSET, clip_batch, spec_for
+from training.data import HELD_OUT_OFFSET, clip_batch, spec_for, to_tensor
 from training.dit import (TRANSFORMER, i2v_condition, sampling_weights, sigma_range,
                           temporal_difference_loss)
 from training.short_context import padded_cross_attention, short_context
@@ -91,7 +91,7 @@ def test_vae_keeps_a_pans_motion(variant: str) -> None:
         spec = dataclasses.replace(spec_for(HELD_OUT_OFFSET + 500 + i), camera=pan)
         world = render(spec, 17, 64, 64)
         with torch.no_grad():
-            y = vae(torch.from_numpy(world).permute(3, 0, 1, 2)[None] * 2 - 1).sample.clamp(-1, 1)
+            y = vae(to_tensor(world)[None]).sample.clamp(-1, 1)
         kept.append(motion((y[0].permute(1, 2, 3, 0).numpy() + 1) / 2)[1] / motion(world)[1])
     assert np.mean(kept) > 0.5  # the reconstruction moves at least half as far, the same way, on average
 

@@ -139,7 +139,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
         raise ValueError("A subject weight needs latent files with subject coverage: run "
                          "training.cache_latents --subject-only --out FILE on older files.")
     subject = torch.cat([p["subject"] for p in parts]) if subject_weight else None
-    draw = sampling_weights(indices, camera_weight or {})
+    draw = sampling_weights(indices, camera_weight) if camera_weight else None
     in_c, out_c = CHANNELS[task]
     config = {**TRANSFORMER, "num_attention_heads": heads, "ffn_dim": ffn}
     model = WanTransformer3DModel(in_channels=in_c, out_channels=out_c, **config).train()
@@ -161,7 +161,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
         for g in opt.param_groups:
             warm = min(1.0, (step + 1) / 50)
             g["lr"] = lr * warm * (0.15 + 0.85 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        if camera_weight:
+        if draw is not None:
             pick = rng.choice(len(indices), size=batch, p=draw)
         else:  # as the committed weights were drawn
             pick = rng.integers(0, len(indices), batch)
