@@ -23,7 +23,7 @@ from training.world import CAMERAS
 
 DEMO = Path(__file__).resolve().parent.parent / "weights" / "demo"
 COMMITTED = ("t2v-a14b", "i2v-a14b", "ti2v-5b")  # folders this repository ships
-MIN_PSNR_DB = {"t2v-a14b": 26.5, "i2v-a14b": 26.5, "ti2v-5b": 27.5}  # floors, 1.5 dB below measured
+MIN_PSNR_DB = {"t2v-a14b": 26.5, "i2v-a14b": 26.5, "ti2v-5b": 29.5}  # floors, 1.5 dB below measured
 
 
 @pytest.mark.parametrize("variant", COMMITTED)
@@ -72,12 +72,7 @@ def test_vae_reconstructs_a_held_out_world_clip(variant: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [
-    "t2v-a14b", "i2v-a14b",
-    pytest.param("ti2v-5b", marks=pytest.mark.xfail(strict=True, reason=(
-        "the shipped Wan2.2-style VAE stills a pan (0.16 px a frame against the world's 1.2), so TI2V "
-        "cannot learn camera moves; 10000 image steps keep it (0.84): retrain, then drop this mark"))),
-])
+@pytest.mark.parametrize("variant", COMMITTED)
 def test_vae_keeps_a_pans_motion(variant: str) -> None:
     from diffusers import AutoencoderKLWan
 
@@ -86,7 +81,9 @@ def test_vae_keeps_a_pans_motion(variant: str) -> None:
 
     vae = AutoencoderKLWan.from_pretrained(DEMO / variant, subfolder="vae", dtype=torch.float32)
     kept = []
-    for i in range(8):
+    # 16 pans: a clip whose trees and clouds the VAE blurs away measures no motion at all, so the
+    # ratio is 0 or about 1 per clip and 8 clips gave a noisy mean (0.50 for the 10000-step VAE)
+    for i in range(16):
         pan = ("pan left", "pan right")[i % 2]
         spec = dataclasses.replace(spec_for(HELD_OUT_OFFSET + 500 + i), camera=pan)
         world = render(spec, 17, 64, 64)
