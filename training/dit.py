@@ -9,8 +9,8 @@ With a subject weight w, the loss on each latent cell is weighted 1 + w * (share
 subject covers): the subject is a tenth of the latent, and without it the high-noise expert
 learns the background's layout and leaves the subject out.
 Two levers for camera motion, not used by train_all.sh (fine-tunes with them left sampled clips as
-still as before, while the VAE still blurs the structure a move would carry): --camera-weight draws
-chosen camera moves more often, --motion-weight adds a loss on the change between latent frames.
+still as before, TI2V on latents that do pan included): --camera-weight draws chosen camera moves
+more often, --motion-weight adds a loss on the change between latent frames.
 """
 
 from __future__ import annotations
