@@ -23,7 +23,7 @@ from training.world import CAMERAS
 
 DEMO = Path(__file__).resolve().parent.parent / "weights" / "demo"
 COMMITTED = ("t2v-a14b", "i2v-a14b", "ti2v-5b")  # folders this repository ships
-MIN_PSNR_DB = {"t2v-a14b": 26.5, "i2v-a14b": 26.5, "ti2v-5b": 29.5}  # floors, 1.5 dB below measured
+MIN_PSNR_DB = {"t2v-a14b": 28.5, "i2v-a14b": 28.5, "ti2v-5b": 29.5}  # floors, 1.5 dB below measured
 
 
 @pytest.mark.parametrize("variant", COMMITTED)
