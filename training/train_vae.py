@@ -1,4 +1,5 @@
-"""Train a small AutoencoderKLWan on world clips: first on frames, then on clips.
+"""Train a small AutoencoderKLWan on world clips: first on frames, then on clips, then (optionally)
+the decoder alone on clips.
 
     nice -n 10 python -m training.train_vae --kind wan21 --out /tmp/demo/vae_wan21
 """
@@ -77,8 +78,9 @@ def loss_fn(vae: AutoencoderKLWan, x: torch.Tensor) -> torch.Tensor:
 
 def train(kind: str, image_steps: int, video_steps: int, crop: int, minutes: float, out: Path,
           seed: int, log_every: int, image_lr: float = 3e-4, video_lr: float = 1e-4,
-          batch: int = 4, video_crop: int | None = None) -> None:
-    """Run both phases (fixed step counts; `minutes` caps the whole run), then save to `out`."""
+          batch: int = 4, video_crop: int | None = None, decoder_steps: int = 0,
+          decoder_lr: float = 1e-4) -> None:
+    """Run the phases (fixed step counts; `minutes` caps the whole run), then save to `out`."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -116,21 +118,31 @@ def train(kind: str, image_steps: int, video_steps: int, crop: int, minutes: flo
           flush=True)
     image_to_video_init(vae)
     vae.train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=video_lr)
-    for i in range(video_steps):
-        if time.time() > deadline:
-            print(f"time cap reached in the video phase at step {i}", flush=True)
-            break
-        for g in opt.param_groups:
-            g["lr"] = lr_at(i, video_steps, video_lr) * min(1.0, (i + 1) / 10)
-        loss = loss_fn(vae, random_crop(clip_batch([next_clip], 9), video_crop or crop, rng))
-        next_clip += 1
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % log_every == 0:
-            print(f"video step {step} loss {loss.item():.5f} t {time.time() - start:.0f}s", flush=True)
+
+    def clip_phase(name: str, steps: int, peak_lr: float) -> None:
+        """Steps on one 9-frame clip each, training the parameters that require grad."""
+        nonlocal step, next_clip
+        opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=peak_lr)
+        for i in range(steps):
+            if time.time() > deadline:
+                print(f"time cap reached in the {name} phase at step {i}", flush=True)
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(i, steps, peak_lr) * min(1.0, (i + 1) / 10)
+            loss = loss_fn(vae, random_crop(clip_batch([next_clip], 9), video_crop or crop, rng))
+            next_clip += 1
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % log_every == 0:
+                print(f"{name} step {step} loss {loss.item():.5f} t {time.time() - start:.0f}s", flush=True)
+
+    clip_phase("video", video_steps, video_lr)
+    # the encoder is final here: latents cached from a run without this phase stay valid
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    clip_phase("decoder", decoder_steps, decoder_lr)
     vae.eval()
     set_latent_stats(vae)
     score = held_out_psnr(vae)
@@ -140,7 +152,8 @@ def train(kind: str, image_steps: int, video_steps: int, crop: int, minutes: flo
     crops = f"crop={crop}" + (f" video_crop={video_crop}" if video_crop else "")
     minutes_run = (time.time() - start) / 60
     (out / "train_log.txt").write_text(
-        f"kind={kind} {crops} image_steps={image_steps} video_steps={video_steps} seed={seed} "
+        f"kind={kind} {crops} image_steps={image_steps} video_steps={video_steps} "
+        f"decoder_steps={decoder_steps} seed={seed} "
         f"steps_run={step} minutes={minutes_run:.1f} held_out_psnr_db={score:.2f}\n")
 
 
@@ -157,13 +170,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="frames per image step")
     parser.add_argument("--image-lr", type=float, default=3e-4)
     parser.add_argument("--video-lr", type=float, default=1e-4)
+    parser.add_argument("--decoder-steps", type=int, default=0,
+                        help="last phase: clip steps that train the decoder only, encoder frozen")
+    parser.add_argument("--decoder-lr", type=float, default=1e-4)
     parser.add_argument("--minutes", type=float, default=60.0, help="cap on the whole run")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=25)
     args = parser.parse_args()
     train(args.kind, args.image_steps, args.video_steps, args.crop, args.minutes, args.out, args.seed,
-          args.log_every, args.image_lr, args.video_lr, args.batch, args.video_crop)
+          args.log_every, args.image_lr, args.video_lr, args.batch, args.video_crop, args.decoder_steps,
+          args.decoder_lr)
 
 
 if __name__ == "__main__":
