@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from training.captions import caption, vocabulary_words
-from training.measure import brightness, centroid_x, dominant_color, motion, red_minus_blue, subject_area
+from training.measure import (brightness, centroid_x, dominant_color, latent_dx, motion, red_minus_blue,
+                              subject_area)
 from studio.forms import final_prompt
 from training.world import ClipSpec, render, sample_spec, subject_mask
 
@@ -52,6 +53,23 @@ def test_pan_left_moves_content_right(seed: int) -> None:
     _, left = motion(render(with_(camera="pan left", seed=seed)))
     _, right = motion(render(with_(camera="pan right", seed=seed)))
     assert left > 0.5 and right < -0.5
+
+
+def _pooled(clip: np.ndarray) -> np.ndarray:
+    """A stand-in latent (C, F, H, W): every 4th frame, 8x8 average pooled, as the Wan VAE's grid."""
+    frames = clip[::4]
+    f, h, w, c = frames.shape
+    return frames.reshape(f, h // 8, 8, w // 8, 8, c).mean(axis=(2, 4)).transpose(3, 0, 1, 2)
+
+
+def test_latent_dx_reads_the_pan_on_the_latent_grid() -> None:
+    # latent frames 1 and 3 are 8 pixel frames apart, and the world pans 1.34 pixels a frame
+    left = latent_dx(_pooled(render(with_(camera="pan left"))))
+    right = latent_dx(_pooled(render(with_(camera="pan right"))))
+    still = latent_dx(_pooled(render(with_(camera="static (fixed) camera"))))
+    assert 1.0 < left < 1.7 and -1.7 < right < -1.0 and abs(still) < 0.1
+    with pytest.raises(ValueError, match="too narrow"):
+        latent_dx(np.zeros((16, 5, 4, 4), np.float32))
 
 
 def test_tilt_up_moves_content_down() -> None:

@@ -82,3 +82,25 @@ def centroid_x(mask: np.ndarray) -> float:
     t, h, w = mask.shape
     xs = np.nonzero(mask)[2]
     return float((xs.mean() + 0.5) / w) if len(xs) else 0.5
+
+
+def latent_dx(latent: np.ndarray, first: int = 1, last: int = 3, max_shift: float = 2.0) -> float:
+    """Horizontal content shift (latent pixels, + is rightwards) from latent frame `first` to `last` of
+    one (C, F, H, W) latent: the shift, on a 0.05 grid, that best maps the one onto the other with linear
+    interpolation. Reads motion where a decoded clip's blur hides it from phase correlation."""
+    z = np.asarray(latent, np.float32)
+    a, b = z[:, first], z[:, last]
+    w = a.shape[-1]
+    margin = int(np.ceil(max_shift))
+    if w <= 2 * margin:
+        raise ValueError(f"A latent {w} wide is too narrow to measure shifts up to {max_shift}.")
+    cols = np.arange(margin, w - margin)
+    errors = []
+    shifts = np.arange(-max_shift, max_shift + 1e-6, 0.05)
+    for s in shifts:
+        src = cols - s
+        lo = np.floor(src).astype(int)
+        frac = src - lo
+        moved = a[..., lo] * (1 - frac) + a[..., np.minimum(lo + 1, w - 1)] * frac
+        errors.append(float(((moved - b[..., cols]) ** 2).mean()))
+    return float(shifts[int(np.argmin(errors))])
