@@ -8,7 +8,7 @@ studio defaults of weights/demo/t2v-a14b) with the given experts (default: the c
 `--transformer-2 none` runs one transformer over every step). Each pair is read twice: by the
 benchmark's phase correlation on the decoded clip, and by `training.measure.latent_dx` on the latent,
 where content that moves under a featureless, blurred background still shows. Both in pixels a frame
-at the demo's 64x64 (the world pans +1.34 left, -1.34 right).
+at the demo's 64x64 (the world pans 1.34 px a frame; its own latents read about +-1.19 by latent_dx).
 """
 
 from __future__ import annotations
@@ -40,20 +40,22 @@ def pan_side(pipe, defaults: dict, prompts: list[str]) -> tuple[np.ndarray, np.n
     if pipe.transformer_2 is not None:
         kwargs["guidance_scale_2"] = defaults["guidance_low"]
     with torch.no_grad():
-        latents = pipe(prompt=prompts, generator=[torch.Generator().manual_seed(s) for s in range(len(prompts))],
-                       **kwargs).frames
+        seeds = [torch.Generator().manual_seed(s) for s in range(len(prompts))]
+        latents = pipe(prompt=prompts, generator=seeds, **kwargs).frames
         vae = pipe.vae
-        shape = (1, -1, 1, 1, 1)
-        z = latents * torch.tensor(vae.config.latents_std).view(shape) + torch.tensor(vae.config.latents_mean).view(shape)
-        clips = vae.decode(z).sample.clamp(-1, 1).add(1).div(2).permute(0, 2, 3, 4, 1).numpy()
+        std, mean = (torch.tensor(v).view(1, -1, 1, 1, 1)
+                     for v in (vae.config.latents_std, vae.config.latents_mean))
+        raw = latents * std + mean
+        clips = vae.decode(raw).sample.clamp(-1, 1).add(1).div(2).permute(0, 2, 3, 4, 1).numpy()
     # latent frames 1 and 3 are 8 pixel frames apart, and a latent pixel is 8 pixels wide
     per_frame = pipe.vae_scale_factor_spatial / (2 * pipe.vae_scale_factor_temporal)
     return (np.array([motion(c)[1] for c in clips]),
-            np.array([latent_dx(z.numpy()) * per_frame for z in latents]))
+            np.array([latent_dx(lat.numpy()) * per_frame for lat in latents]))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transformer", type=Path, default=FOLDER / "transformer")
     parser.add_argument("--transformer-2", default=str(FOLDER / "transformer_2"))
     parser.add_argument("--seeds", type=int, default=32)
@@ -65,7 +67,8 @@ def main() -> None:
     pipe = WanPipeline.from_pretrained(
         FOLDER, dtype=torch.float32,
         transformer=WanTransformer3DModel.from_pretrained(args.transformer, dtype=torch.float32),
-        transformer_2=WanTransformer3DModel.from_pretrained(args.transformer_2, dtype=torch.float32) if two else None,
+        transformer_2=(WanTransformer3DModel.from_pretrained(args.transformer_2, dtype=torch.float32)
+                       if two else None),
         boundary_ratio=0.875 if two else None)
     pipe.set_progress_bar_config(disable=True)
     defaults = json.loads((FOLDER / "studio.json").read_text())["defaults"]
