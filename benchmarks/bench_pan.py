@@ -6,7 +6,8 @@
 Generates the pan left vs right pairs of bench_demo_quality.py (same specs, seeds, prompts and
 studio defaults of weights/demo/t2v-a14b) with the given experts (default: the committed ones;
 `--transformer-2 none` runs one transformer over every step). Each pair is read twice: by the
-benchmark's phase correlation on the decoded clip, and by `training.measure.latent_dx` on the latent,
+benchmark's phase correlation on the clip decoded in float (near-ties can read otherwise than on
+bench_demo_quality's uint8 clips), and by `training.measure.latent_dx` on the latent,
 where content that moves under a featureless, blurred background still shows. Both in pixels a frame
 at the demo's 64x64 (the world pans 1.34 px a frame; its own latents read about +-1.19 by latent_dx).
 """
@@ -47,10 +48,10 @@ def pan_side(pipe, defaults: dict, prompts: list[str]) -> tuple[np.ndarray, np.n
                      for v in (vae.config.latents_std, vae.config.latents_mean))
         raw = latents * std + mean
         clips = vae.decode(raw).sample.clamp(-1, 1).add(1).div(2).permute(0, 2, 3, 4, 1).numpy()
-    # latent frames 1 and 3 are 8 pixel frames apart, and a latent pixel is 8 pixels wide
-    per_frame = pipe.vae_scale_factor_spatial / (2 * pipe.vae_scale_factor_temporal)
+    first, last = 1, 3  # latent frames 8 pixel frames apart, clear of the single-frame latent 0
+    per_frame = pipe.vae_scale_factor_spatial / ((last - first) * pipe.vae_scale_factor_temporal)
     return (np.array([motion(c)[1] for c in clips]),
-            np.array([latent_dx(lat.numpy()) * per_frame for lat in latents]))
+            np.array([latent_dx(lat.numpy(), first, last) * per_frame for lat in latents]))
 
 
 def main() -> None:
@@ -76,7 +77,7 @@ def main() -> None:
     left = pan_side(pipe, defaults, [caption(a) for _, a, _ in specs])
     right = pan_side(pipe, defaults, [caption(b) for _, _, b in specs])
     print(f"{args.transformer} + {args.transformer_2}, {args.seeds} pairs")
-    for name, i in (("pixels (benchmark)", 0), ("latents", 1)):
+    for name, i in (("pixels", 0), ("latents", 1)):
         print(f"  {name:<19} right in {int((left[i] > right[i]).sum()):2d}/{args.seeds}, "
               f"mean dx: pan left {left[i].mean():+.2f}, pan right {right[i].mean():+.2f} px a frame")
 
