@@ -58,6 +58,43 @@ def test_committed_weights_fit_the_size_budget() -> None:
     assert total <= 40 * 2**20
 
 
+def train_all_runs() -> dict[str, dict[str, str]]:
+    """The options training/train_all.sh passes to each of its `run NAME module ...` jobs."""
+    script = (DEMO.parent.parent / "training" / "train_all.sh").read_text().replace("\\\n", " ")
+    runs = {}
+    for line in script.splitlines():
+        words = line.split("#")[0].split()
+        if words[:1] != ["run"] or len(words) < 3:
+            continue
+        options, rest = {}, words[3:]
+        for i, word in enumerate(rest):
+            if word.startswith("--"):
+                has_value = i + 1 < len(rest) and not rest[i + 1].startswith("--")
+                options[word] = rest[i + 1] if has_value else ""
+        runs[words[1]] = options
+    return runs
+
+
+# each committed transformer and the train_all.sh job that is said to have made it
+TRANSFORMER_JOBS = [("t2v-a14b", "transformer", "t2v_high"), ("t2v-a14b", "transformer_2", "t2v_low"),
+                    ("i2v-a14b", "transformer", "i2v_high"), ("i2v-a14b", "transformer_2", "i2v_low"),
+                    ("ti2v-5b", "transformer", "ti2v")]
+
+
+@pytest.mark.parametrize("variant, component, job", TRANSFORMER_JOBS)
+def test_committed_transformers_were_trained_by_train_all(variant: str, component: str, job: str) -> None:
+    # the training log line each folder keeps must match what the script runs today, so that a
+    # retrained folder cannot ship while the script still says the old recipe, nor the other way round
+    line = json.loads((DEMO / variant / "training.json").read_text())[component]
+    logged = dict(field.split("=", 1) for field in line.split() if "=" in field)
+    options = train_all_runs()[job]
+    assert f"steps_run={options['--steps']} of {options['--steps']}" in line  # and no time cap hit
+    assert int(logged["batch"]) == int(options["--batch"])
+    assert float(logged["lr"]) == float(options["--lr"])
+    assert float(logged["subject_weight"]) == float(options.get("--subject-weight", 0))
+    assert logged["expert"] == options.get("--expert", "all")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", COMMITTED)
 def test_vae_reconstructs_a_held_out_world_clip(variant: str) -> None:
