@@ -3,9 +3,12 @@ a VAE that reconstructs the world; and the training pieces that must match diffu
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import importlib
 import json
 import math
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +61,22 @@ def test_committed_weights_fit_the_size_budget() -> None:
     assert total <= 40 * 2**20
 
 
-def train_all_runs() -> dict[str, dict[str, str]]:
-    """The options training/train_all.sh passes to each of its `run NAME module ...` jobs."""
+TRANSFORMER_MODULES = ("training.train_t2v", "training.train_i2v", "training.train_ti2v")
+
+
+def train_all_jobs() -> dict[str, argparse.Namespace]:
+    """Each transformer job in training/train_all.sh (`run NAME module ...`), parsed by its own module's
+    command line, defaults included."""
+    from training.dit import argument_parser
+
     script = (DEMO.parent.parent / "training" / "train_all.sh").read_text().replace("\\\n", " ")
-    runs = {}
+    jobs = {}
     for line in script.splitlines():
-        words = line.split("#")[0].split()
-        if words[:1] != ["run"] or len(words) < 3:
-            continue
-        options, rest = {}, words[3:]
-        for i, word in enumerate(rest):
-            if word.startswith("--"):
-                has_value = i + 1 < len(rest) and not rest[i + 1].startswith("--")
-                options[word] = rest[i + 1] if has_value else ""
-        runs[words[1]] = options
-    return runs
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["run"] and words[2] in TRANSFORMER_MODULES:
+            experts = importlib.import_module(words[2]).EXPERTS
+            jobs[words[1]] = argument_parser(words[2], experts).parse_args(words[3:])
+    return jobs
 
 
 # each committed transformer and the train_all.sh job that is said to have made it
@@ -87,12 +91,12 @@ def test_committed_transformers_were_trained_by_train_all(variant: str, componen
     # retrained folder cannot ship while the script still says the old recipe, nor the other way round
     line = json.loads((DEMO / variant / "training.json").read_text())[component]
     logged = dict(field.split("=", 1) for field in line.split() if "=" in field)
-    options = train_all_runs()[job]
-    assert f"steps_run={options['--steps']} of {options['--steps']}" in line  # and no time cap hit
-    assert int(logged["batch"]) == int(options["--batch"])
-    assert float(logged["lr"]) == float(options["--lr"])
-    assert float(logged["subject_weight"]) == float(options.get("--subject-weight", 0))
-    assert logged["expert"] == options.get("--expert", "all")
+    options = train_all_jobs()[job]
+    assert f"steps_run={options.steps} of {options.steps}" in line  # and no time cap hit
+    assert int(logged["batch"]) == options.batch
+    assert float(logged["lr"]) == options.lr
+    assert float(logged["subject_weight"]) == options.subject_weight
+    assert logged["expert"] == options.expert
 
 
 @pytest.mark.slow

@@ -223,8 +223,8 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
         f"minutes={(time.time() - start) / 60:.1f} final_loss={np.mean(losses[-50:]):.4f}\n")
 
 
-def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
-    """Command line for one variant's training script."""
+def argument_parser(task: str, experts: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The options of one variant's training script (training.train_t2v and its siblings)."""
     parser = argparse.ArgumentParser(description=f"Train the {task} demo transformer.")
     parser.add_argument("--expert", choices=experts, default=experts[0])
     parser.add_argument("--latents", type=Path, nargs="+", required=True)
@@ -246,6 +246,12 @@ def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
                         help="weight of an extra loss on the change between latent frames")
     parser.add_argument("--camera-weight", nargs="+", default=[], metavar="MOVE=W",
                         help='draw clips with this camera move W times as often, e.g. "pan left=3"')
+    return parser
+
+
+def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
+    """Command line for one variant's training script."""
+    parser = argument_parser(task, experts)
     args = parser.parse_args()
     try:
         camera_weight = {k.strip(): float(v) for k, v in (item.rsplit("=", 1) for item in args.camera_weight)}

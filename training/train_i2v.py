@@ -5,5 +5,7 @@
 
 from .dit import main
 
+EXPERTS = ("high", "low")
+
 if __name__ == "__main__":
-    main("i2v", 0.9, ('high', 'low'))
+    main("i2v", 0.9, EXPERTS)

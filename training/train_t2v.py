@@ -5,5 +5,7 @@
 
 from .dit import main
 
+EXPERTS = ("high", "low")
+
 if __name__ == "__main__":
-    main("t2v", 0.875, ('high', 'low'))
+    main("t2v", 0.875, EXPERTS)

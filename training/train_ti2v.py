@@ -5,5 +5,7 @@
 
 from .dit import main
 
+EXPERTS = ("all",)
+
 if __name__ == "__main__":
-    main("ti2v", None, ('all',))
+    main("ti2v", None, EXPERTS)
