@@ -65,18 +65,20 @@ def generate(pipe, defaults: dict, prompts: list[str], seeds: list[int], image=N
     return np.concatenate(out)
 
 
-def vae_psnr(pipe, clips: int) -> float:
+def vae_psnr(pipe, clips: int, size: int) -> float:
+    """Mean PSNR of the VAE's reconstruction of held-out clips rendered size x size."""
     scores = []
     with torch.no_grad():
         for i in range(clips):
-            x = clip_batch([HELD_OUT_OFFSET + 500 + i], 17)
+            x = clip_batch([HELD_OUT_OFFSET + 500 + i], 17, size)
             y = pipe.vae(x).sample.clamp(-1, 1)
             mse = ((x - y) / 2).pow(2).mean().item()
             scores.append(10 * np.log10(1 / max(mse, 1e-12)))
     return float(np.mean(scores))
 
 
-def preview_correlation(pipe, clips: int) -> float:
+def preview_correlation(pipe, clips: int, size: int) -> float:
+    """Correlation of the fitted latent-to-RGB preview with the full decode, on held-out clips."""
     from pipelines.previews import _latent_normalization, fit_projection, preview_frames
 
     projection = fit_projection(pipe.vae)
@@ -84,9 +86,9 @@ def preview_correlation(pipe, clips: int) -> float:
     a, b = [], []
     with torch.no_grad():
         for i in range(clips):
-            x = clip_batch([HELD_OUT_OFFSET + 700 + i], 17)
+            x = clip_batch([HELD_OUT_OFFSET + 700 + i], 17, size)
             z = (pipe.vae.encode(x).latent_dist.mode() - mean) / std
-            preview = preview_frames(projection, z, max_side=64, out_size=(64, 64)).astype(np.float32)
+            preview = preview_frames(projection, z, max_side=size, out_size=(size, size)).astype(np.float32)
             decoded = ((pipe.vae.decode(z * std + mean).sample[0].clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0).numpy()
             blocks = [decoded[:1]] + [decoded[1 + 4 * k:5 + 4 * k] for k in range(len(preview) - 1)]
             target = np.stack([blk.mean(axis=0) for blk in blocks]) * 255
@@ -156,10 +158,14 @@ def main() -> None:
         print(f"== {variant} ({args.seeds} seeds, {defaults['steps']} steps, {defaults['width']}x"
               f"{defaults['height']}x{defaults['frames']})", flush=True)
         rows = []
-        psnr = vae_psnr(pipe, args.vae_clips)
+        if defaults["width"] != defaults["height"]:
+            raise SystemExit(f"{variant}: the benchmark renders square clips; its default is "
+                             f"{defaults['width']}x{defaults['height']}.")
+        size = defaults["width"]  # the VAE and preview are measured at the size the studio generates
+        psnr = vae_psnr(pipe, args.vae_clips, size)
         rows.append({"measure": f"VAE PSNR, {args.vae_clips} held-out clips", "result": f"{psnr:.2f} dB",
                      "target": ">= 28 dB"})
-        corr = preview_correlation(pipe, 8)
+        corr = preview_correlation(pipe, 8, size)
         rows.append({"measure": "preview map vs full decode, correlation", "result": f"{corr:.3f}",
                      "target": ">= 0.85"})
         seconds = studio_generation_seconds(folder, variant)

@@ -55,8 +55,10 @@ def add_subject_coverage(path: Path, batch: int = 64) -> None:
 
 
 @torch.no_grad()
-def cache(vae_dir: Path, count: int, out: Path, i2v: bool, first_index: int = 0, batch: int = 16) -> None:
-    """Encode clips first_index .. first_index + count - 1 and save them with their indices."""
+def cache(vae_dir: Path, count: int, out: Path, i2v: bool, first_index: int = 0, batch: int = 16,
+          size: int = 64) -> None:
+    """Encode clips first_index .. first_index + count - 1, rendered size x size, and save them with
+    their indices."""
     torch.set_num_threads(1)
     vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
     mean, std = normaliser(vae)
@@ -64,7 +66,7 @@ def cache(vae_dir: Path, count: int, out: Path, i2v: bool, first_index: int = 0,
     start = time.time()
     indices = list(range(first_index, first_index + count))
     for n in range(0, count, batch):
-        x = clip_batch(indices[n:n + batch], FRAMES)
+        x = clip_batch(indices[n:n + batch], FRAMES, size)
         latents.append(((vae.encode(x).latent_dist.mode() - mean) / std).half())
         subject.append(subject_coverage(indices[n:n + batch], tuple(latents[-1].shape[2:])))
         if i2v:
@@ -87,6 +89,7 @@ def main() -> None:
     parser.add_argument("--first-index", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--i2v", action="store_true")
+    parser.add_argument("--size", type=int, default=64, help="render clips this many pixels square")
     parser.add_argument("--subject-only", action="store_true",
                         help="add subject coverage to the existing --out file instead of encoding")
     args = parser.parse_args()
@@ -95,7 +98,7 @@ def main() -> None:
         return
     if args.vae is None:
         parser.error("--vae is required to encode clips")
-    cache(args.vae, args.count, args.out, args.i2v, args.first_index)
+    cache(args.vae, args.count, args.out, args.i2v, args.first_index, size=args.size)
 
 
 if __name__ == "__main__":
