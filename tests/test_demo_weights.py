@@ -97,6 +97,10 @@ def test_committed_transformers_were_trained_by_train_all(variant: str, componen
     assert float(logged["lr"]) == options.lr
     assert float(logged["subject_weight"]) == options.subject_weight
     assert logged["expert"] == options.expert
+    assert (int(logged["heads"]), int(logged["ffn"]), int(logged["seed"])) == (options.heads, options.ffn,
+                                                                             options.seed)
+    config = json.loads((DEMO / variant / component / "config.json").read_text())
+    assert (config["num_attention_heads"], config["ffn_dim"]) == (options.heads, options.ffn)
 
 
 @pytest.mark.slow

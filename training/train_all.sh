@@ -40,9 +40,11 @@ lane_wan22() {  # the Wan2.2-style VAE and TI2V, then the low-noise experts
       --image-lr 1e-3 --video-lr 2e-4 --minutes 45 --log-every 100 --out "$D/vae_wan22"
   run lat48 training.cache_latents --vae "$D/vae_wan22" --count 3000 --out "$D/lat48.pt"
   # 4.8e-3 as the T2V high-noise expert, not 6e-4: composition 15 -> 26/32, prompt colour 29 -> 32,
-  # push/pull 19 -> 22 (2.4e-3: 25, 32, 19); 33.7 min beside the other lane
+  # push/pull 19 -> 22 (2.4e-3: 25, 32, 19). 8 heads (width 256) and ffn 1024, not 4 and 512: a
+  # 2x2 patch of 48 channels is 192 numbers, more than a width of 128 carries; final loss 0.71 -> 0.25,
+  # push/pull 22 -> 28, composition 26 -> 30 (6 heads: 18 and 29-30); 38.4 min beside the other lane
   run ti2v training.train_ti2v --latents "$D/lat48.pt" --text "$D/text" \
-      --steps 4000 --batch 64 --lr 4.8e-3 --subject-weight 4 --minutes 55 --out "$D/ti2v"
+      --steps 4000 --batch 64 --lr 4.8e-3 --subject-weight 4 --heads 8 --ffn 1024 --minutes 55 --out "$D/ti2v"
   while [ ! -f "$D/lat16.pt" ]; do sleep 10; done
   run t2v_low training.train_t2v --expert low --latents "$D/lat16.pt" --text "$D/text" \
       --steps 2500 --batch 32 --lr 2.4e-3 --minutes 55 --out "$D/t2v_low"
