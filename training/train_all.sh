@@ -24,13 +24,17 @@ lane_wan21() {  # the Wan2.1-style VAE, its latents, the text-to-video experts' 
   run lat16 training.cache_latents --vae "$D/vae_wan21" --count 2400 --i2v --out "$D/lat16.pt"
   # learning rates 8x and 4x the first probe's 6e-4: at 6e-4 sampled pans stood still (left vs right
   # 10/32); one model on left-pan clips alone sampled pans of +0.21, +0.21 and +0.74 px a frame after 16
-  # minutes at 6e-4, 1.2e-3 and 2.4e-3 (latent_dx; the world +1.19); 45.8 and 23.0 min beside the other lane
+  # minutes at 6e-4, 1.2e-3 and 2.4e-3 (latent_dx; the world +1.19). All four A14B experts have 5 heads
+  # (width 160), not 4: the I2V patch is 2x2 of 36 channels, 144 numbers, more than width 128 carries;
+  # T2V push/pull 19 -> 23, composition 23 -> 27, prompt colour 25 -> 28 (6 heads: 26, 26, 28, but
+  # four 6-head experts do not fit the 40 MB); 33.0 and 17.8 min beside the other lane
   run t2v_high training.train_t2v --expert high --latents "$D/lat16.pt" --text "$D/text" \
-      --steps 5000 --batch 32 --lr 4.8e-3 --subject-weight 4 --minutes 55 --out "$D/t2v_high"
+      --steps 5000 --batch 32 --lr 4.8e-3 --subject-weight 4 --heads 5 --minutes 55 --out "$D/t2v_high"
   # the I2V experts at 2.4e-3, not 3e-4: image pan 19 -> 21/32 (its effect doubled), subject motion
-  # 19 -> 22; 9.1 min each beside the other lane
+  # 19 -> 22; 5.6 min each beside the other lane
   run i2v_high training.train_i2v --expert high --init "$D/t2v_high" --latents "$D/lat16.pt" \
-      --text "$D/text" --steps 900 --batch 32 --lr 2.4e-3 --subject-weight 4 --minutes 25 --out "$D/i2v_high"
+      --text "$D/text" --steps 900 --batch 32 --lr 2.4e-3 --subject-weight 4 --heads 5 \
+      --minutes 25 --out "$D/i2v_high"
 }
 
 lane_wan22() {  # the Wan2.2-style VAE and TI2V, then the low-noise experts
@@ -47,9 +51,9 @@ lane_wan22() {  # the Wan2.2-style VAE and TI2V, then the low-noise experts
       --steps 4000 --batch 64 --lr 4.8e-3 --subject-weight 4 --heads 8 --ffn 1024 --minutes 55 --out "$D/ti2v"
   while [ ! -f "$D/lat16.pt" ]; do sleep 10; done
   run t2v_low training.train_t2v --expert low --latents "$D/lat16.pt" --text "$D/text" \
-      --steps 2500 --batch 32 --lr 2.4e-3 --minutes 55 --out "$D/t2v_low"
+      --steps 2500 --batch 32 --lr 2.4e-3 --heads 5 --minutes 55 --out "$D/t2v_low"
   run i2v_low training.train_i2v --expert low --init "$D/t2v_low" --latents "$D/lat16.pt" \
-      --text "$D/text" --steps 900 --batch 32 --lr 2.4e-3 --minutes 25 --out "$D/i2v_low"
+      --text "$D/text" --steps 900 --batch 32 --lr 2.4e-3 --heads 5 --minutes 25 --out "$D/i2v_low"
 }
 
 run text training.train_text --phrase-steps 0 --out "$D/text"  # the shipped encoder: random
