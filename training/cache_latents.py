@@ -55,23 +55,34 @@ def add_subject_coverage(path: Path, batch: int = 64) -> None:
 
 
 @torch.no_grad()
+def encode_clips(vae: AutoencoderKLWan, indices: list[int], i2v: bool = False,
+                 size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Normalised latents of the clips with these indices and, with `i2v`, their I2V conditions."""
+    mean, std = normaliser(vae)
+    x = clip_batch(indices, FRAMES, size)
+    latents = (vae.encode(x).latent_dist.mode() - mean) / std
+    if not i2v:
+        return latents, None
+    cond = torch.cat([x[:, :, :1], torch.zeros_like(x[:, :, 1:])], dim=2)
+    return latents, (vae.encode(cond).latent_dist.mode() - mean) / std
+
+
+@torch.no_grad()
 def cache(vae_dir: Path, count: int, out: Path, i2v: bool, first_index: int = 0, batch: int = 16,
           size: int = 64) -> None:
     """Encode clips first_index .. first_index + count - 1, rendered size x size, and save them with
     their indices."""
     torch.set_num_threads(1)
     vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
-    mean, std = normaliser(vae)
     latents, conditions, subject = [], [], []
     start = time.time()
     indices = list(range(first_index, first_index + count))
     for n in range(0, count, batch):
-        x = clip_batch(indices[n:n + batch], FRAMES, size)
-        latents.append(((vae.encode(x).latent_dist.mode() - mean) / std).half())
-        subject.append(subject_coverage(indices[n:n + batch], tuple(latents[-1].shape[2:])))
+        z, cond = encode_clips(vae, indices[n:n + batch], i2v, size)
+        latents.append(z.half())
+        subject.append(subject_coverage(indices[n:n + batch], tuple(z.shape[2:])))
         if i2v:
-            cond = torch.cat([x[:, :, :1], torch.zeros_like(x[:, :, 1:])], dim=2)
-            conditions.append(((vae.encode(cond).latent_dist.mode() - mean) / std).half())
+            conditions.append(cond.half())
         print(f"{min(n + batch, count)}/{count} clips, {time.time() - start:.0f}s", flush=True)
     data = {"indices": indices, "latents": torch.cat(latents), "subject": torch.cat(subject)}
     if i2v:
