@@ -97,6 +97,7 @@ def test_committed_transformers_were_trained_by_train_all(variant: str, componen
     assert float(logged["lr"]) == options.lr
     assert float(logged["subject_weight"]) == options.subject_weight
     assert logged["expert"] == options.expert
+    assert (logged["init"] != "None") == (options.init is not None)  # started from another expert
     assert (int(logged["heads"]), int(logged["ffn"]), int(logged["seed"])) == (options.heads, options.ffn,
                                                                              options.seed)
     config = json.loads((DEMO / variant / component / "config.json").read_text())
