@@ -52,11 +52,12 @@ lane_wan22() {  # the Wan2.2-style VAE and TI2V, then the low-noise experts
   # the low-noise expert starts from the high-noise one, as both Wan2.2 experts start from one model:
   # from scratch it ignored the camera words and, taking over at the boundary, undid the pan the
   # high-noise expert had laid out (sampled latents +0.43 / -0.63 px a frame for pan left / right, 21/32
-  # pairs right; from the high-noise expert +0.84 / -1.07, 30/32; the world +-1.19); 15.6 min beside
-  # the other lane
+  # pairs right; from the high-noise expert +0.84 / -1.07, 30/32; the world +-1.19). 5000 steps, not
+  # 2500: pan 25 -> 31/32, prompt colour 28 -> 30 (benchmarks/bench_handoff.py, docs/benchmarks.md);
+  # 31.0 min beside the other lane
   while [ ! -f "$D/t2v_high/train_log.txt" ]; do sleep 10; done
   run t2v_low training.train_t2v --expert low --init "$D/t2v_high" --latents "$D/lat16.pt" \
-      --text "$D/text" --steps 2500 --batch 32 --lr 2.4e-3 --heads 5 --minutes 55 --out "$D/t2v_low"
+      --text "$D/text" --steps 5000 --batch 32 --lr 2.4e-3 --heads 5 --minutes 55 --out "$D/t2v_low"
   run i2v_low training.train_i2v --expert low --init "$D/t2v_low" --latents "$D/lat16.pt" \
       --text "$D/text" --steps 900 --batch 32 --lr 2.4e-3 --heads 5 --minutes 25 --out "$D/i2v_low"
 }
