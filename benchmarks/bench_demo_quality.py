@@ -30,7 +30,7 @@ from training.captions import caption  # noqa: E402
 from training.control_pairs import (BENCH_OFFSET, IMAGE_PAIRS, PAIRS, Outcome, Pair, outcome,  # noqa: E402
                                     pair_specs, world_outcome)
 from training.data import HELD_OUT_OFFSET, clip_batch, spec_for  # noqa: E402
-from training.measure import dominant_color  # noqa: E402
+from training.measure import background_colors, dominant_color  # noqa: E402
 from training.model_card import write_card  # noqa: E402
 from training.world import COLORS, render  # noqa: E402
 
@@ -135,7 +135,8 @@ def colour_following(pipe, defaults: dict, seeds: int) -> tuple[int, int]:
                                  tone="neutral", light="top light", time="daytime",
                                  shot=("close-up", "medium shot")[s % 2]) for s in range(seeds)]
     clips = generate(pipe, defaults, [caption(s) for s in specs], list(range(seeds)))
-    right = sum(dominant_color(c) == s.color for c, s in zip(clips, specs))
+    right = sum(dominant_color(c, background=background_colors(s.time, s.scene)) == s.color
+                for c, s in zip(clips, specs))
     return int(right), seeds
 
 

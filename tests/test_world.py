@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from training.captions import caption, vocabulary_words
-from training.measure import (brightness, centroid_x, dominant_color, latent_dx, motion, red_minus_blue,
-                              subject_area)
+from training.measure import (background_colors, brightness, centroid_x, color_masks, dominant_color, latent_dx,
+                              motion, red_minus_blue, subject_area)
 from studio.forms import final_prompt
 from training.world import ClipSpec, render, sample_spec, subject_mask
 
@@ -129,6 +129,20 @@ def test_composition_sets_subject_position() -> None:
 @pytest.mark.parametrize("color", ["red", "orange", "yellow", "green", "blue", "purple"])
 def test_named_colour_is_the_dominant_subject_colour(color: str) -> None:
     assert dominant_color(render(with_(color=color, shot="close-up"))) == color
+
+
+@pytest.mark.parametrize("color, shade", [("blue", (0.20, 0.26, 0.90)), ("purple", (0.50, 0.30, 0.90))])
+def test_a_subject_a_shade_off_its_hue_is_told_from_the_clips_own_sky(color: str, shade: tuple) -> None:
+    # a generated daytime clip's blue or purple subject comes out a shade off the world's hue; against
+    # every time of day's sky it is nearer the night or dusk sky's top colour and vanishes, against
+    # the clip's own sky, ground and trees it is found
+    clip = render(with_(color=color, shot="close-up"))
+    mask = subject_mask(with_(color=color, shot="close-up"))
+    clip[mask] = shade
+    assert not color_masks(clip)[color][mask].any()
+    found = color_masks(clip, background=background_colors("daytime", "meadow"))[color]
+    assert found[mask].mean() > 0.95 and not found[~mask].any()
+    assert dominant_color(clip, background=background_colors("daytime", "meadow")) == color
 
 
 def test_caption_is_what_the_studio_composer_sends() -> None:

@@ -9,15 +9,16 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .data import spec_for
-from .measure import brightness, centroid_x, color_masks, motion, red_minus_blue, subject_area
+from .measure import (background_colors, brightness, centroid_x, color_masks, motion, red_minus_blue,
+                      subject_area)
 from .world import ClipSpec, render
 
 BENCH_OFFSET = 2_000_003  # clip specs for benchmarks, never trained on
 
 
 def subject(clip: np.ndarray, spec: ClipSpec) -> np.ndarray:
-    """Pixels of the spec's subject colour."""
-    return color_masks(clip)[spec.color]
+    """Pixels of the spec's subject colour, told apart from the clip's own sky, ground and trees."""
+    return color_masks(clip, background=background_colors(spec.time, spec.scene))[spec.color]
 
 
 def growth(clip: np.ndarray, spec: ClipSpec) -> float:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .world import COLORS, GROUND, SKY
+from .world import COLORS, GROUND, SKY, TREE, TRUNK
 
-BACKGROUND = [*(c for pair in SKY.values() for c in pair), *GROUND.values(),
-              (0.10, 0.28, 0.10), (0.35, 0.30, 0.18), (0.30, 0.18, 0.08)]
+BACKGROUND = [*(c for pair in SKY.values() for c in pair), *GROUND.values(), *TREE.values(), TRUNK]
+
+
+def background_colors(time: str, scene: str) -> list[tuple[float, float, float]]:
+    """The sky, ground and tree colours of one time of day and scene. A subject detector that also
+    knows the other times' skies takes a blue or purple subject a shade off its hue for a night or
+    dusk sky that a daytime clip cannot show."""
+    return [*SKY[time], GROUND[scene], TREE[scene], TRUNK]
 
 
 def _float(clip: np.ndarray) -> np.ndarray:
@@ -53,12 +59,14 @@ def motion(clip: np.ndarray, gap: int = 4) -> tuple[float, float]:
     return float(dy) / gap, float(dx) / gap
 
 
-def color_masks(clip: np.ndarray, max_distance: float = 0.27) -> dict[str, np.ndarray]:
-    """Per named subject colour, the pixels nearest to it (not to a sky or ground colour)."""
+def color_masks(clip: np.ndarray, max_distance: float = 0.27,
+                background: list[tuple[float, float, float]] | None = None) -> dict[str, np.ndarray]:
+    """Per named subject colour, the pixels nearest to it (not to a sky or ground colour: by default
+    any the world has, or the clip's own from `background_colors`)."""
     c = _float(clip)
     norm = c / (c.max(axis=-1, keepdims=True) + 1e-6)  # undo time-of-day dimming
     sat = c.max(axis=-1) - c.min(axis=-1)
-    refs = np.array([np.array(rgb) / max(rgb) for rgb in [*COLORS.values(), *BACKGROUND]],
+    refs = np.array([np.array(rgb) / max(rgb) for rgb in [*COLORS.values(), *(background or BACKGROUND)]],
                     np.float32)
     dist = np.abs(norm[..., None, :] - refs).max(axis=-1)  # (..., colours)
     nearest = dist.argmin(axis=-1)
@@ -66,9 +74,10 @@ def color_masks(clip: np.ndarray, max_distance: float = 0.27) -> dict[str, np.nd
     return {name: ok & (nearest == i) for i, name in enumerate(COLORS)}
 
 
-def dominant_color(clip: np.ndarray, exclude: tuple[str, ...] = ()) -> str:
+def dominant_color(clip: np.ndarray, exclude: tuple[str, ...] = (),
+                   background: list[tuple[float, float, float]] | None = None) -> str:
     """The subject colour covering the most pixels (colours in `exclude`, e.g. the ground, skipped)."""
-    counts = {k: int(m.sum()) for k, m in color_masks(clip).items() if k not in exclude}
+    counts = {k: int(m.sum()) for k, m in color_masks(clip, background=background).items() if k not in exclude}
     return max(counts, key=counts.get)
 
 

@@ -45,6 +45,8 @@ SKY = {  # top colour, horizon colour
     "night": ((0.02, 0.03, 0.12), (0.10, 0.12, 0.30)),
 }
 GROUND = {"meadow": (0.30, 0.42, 0.18), "desert": (0.80, 0.68, 0.45)}
+TREE = {"meadow": (0.10, 0.28, 0.10), "desert": (0.35, 0.30, 0.18)}  # canopy colour
+TRUNK = (0.30, 0.18, 0.08)
 HORIZON = 0.45  # fraction of height, at the start of a clip
 PAN_SPEED = 0.021  # fraction of width per frame
 TILT_SPEED = 0.016  # fraction of height per frame
@@ -155,9 +157,8 @@ def render(spec: ClipSpec, frames: int = 17, height: int = 64, width: int = 64,
     in_ground = _cover(horizon - wy, pixel)[..., None]
     img = sky * (1 - in_ground) + ground * in_ground
 
-    tree_color = np.array((0.10, 0.28, 0.10) if spec.scene == "meadow" else (0.35, 0.30, 0.18),
-                          np.float32)
-    trunk_color = np.array((0.30, 0.18, 0.08), np.float32)
+    tree_color = np.array(TREE[spec.scene], np.float32)
+    trunk_color = np.array(TRUNK, np.float32)
     for _ in range(int(rng.integers(4, 8))):
         tx, th = rng.uniform(-0.7, 1.7), rng.uniform(0.10, 0.22)
         tw = th * rng.uniform(0.3, 0.45)
