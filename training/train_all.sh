@@ -31,7 +31,8 @@ lane_wan21() {  # the Wan2.1-style VAE, its latents, the text-to-video experts' 
   run t2v_high training.train_t2v --expert high --latents "$D/lat16.pt" --text "$D/text" \
       --steps 5000 --batch 32 --lr 4.8e-3 --subject-weight 4 --heads 5 --minutes 55 --out "$D/t2v_high"
   # the I2V experts at 2.4e-3, not 3e-4 (at 4 heads): image pan 19 -> 21/32 (effect doubled), subject motion
-  # 19 -> 22; at 5 heads 21 and 17 (seed 1: 23 and 20); 5.6 min each beside the other lane
+  # 19 -> 22; at 5 heads 21 and 17 (seed 1: 23 and 20); with the low-noise one started from the
+  # new T2V low-noise expert 29 and 20 (clip-aware detector); 5.6 min each beside the other lane
   run i2v_high training.train_i2v --expert high --init "$D/t2v_high" --latents "$D/lat16.pt" \
       --text "$D/text" --steps 900 --batch 32 --lr 2.4e-3 --subject-weight 4 --heads 5 \
       --minutes 25 --out "$D/i2v_high"
