@@ -78,3 +78,19 @@ def test_model_card_shows_the_worlds_own_score_beside_the_models(tmp_path: Path)
     card = write_card(folder).read_text()
     assert "| text: pan left vs right | 30/32 | >= 90% | yes | 32/32 | 85% |" in card
     assert met(row) and not met({**row, "result": "28/32"})
+
+
+@pytest.mark.parametrize("log, says", [("phrase_steps=600 seed=0 token_accuracy=0.999", "taught for 600 steps"),
+                                       ("phrase_steps=0 seed=0", "seeded random 2-layer UMT5"),
+                                       (None, "seeded random 2-layer UMT5")])  # folders from before the log
+def test_model_card_says_whether_the_text_encoder_was_taught(tmp_path: Path, log: str | None, says: str) -> None:
+    from training.model_card import write_card
+
+    folder = tmp_path / "t2v-a14b"
+    folder.mkdir()
+    (folder / "studio.json").write_text(json.dumps({"variant": "t2v-a14b", "defaults": {}}))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
+    (folder / "training.json").write_text(json.dumps({"text": log} if log else {}))
+    card = write_card(folder).read_text()
+    assert says in card
+    assert ("- text: `" in card) == (log is not None)

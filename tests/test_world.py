@@ -4,6 +4,8 @@ what the vocabulary says, and captions in the studio's phrasing."""
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +222,13 @@ def test_phrase_teaching_tells_the_cameras_left_from_the_subjects() -> None:
     assert similarity() > 0.99  # a random encoder is a bag of words
     accuracy = teach_phrases(encoder, tokenizer, steps=150, batch=16)  # about 0.96 and 0.58
     assert accuracy > 0.9 and similarity() < 0.8
+
+
+def test_train_text_logs_its_recipe_for_the_model_cards(tmp_path: Path, monkeypatch) -> None:
+    from training.train_text import main
+
+    monkeypatch.setattr(sys, "argv", ["train_text", "--out", str(tmp_path), "--phrase-steps", "2"])
+    main()
+    log = (tmp_path / "train_log.txt").read_text()
+    assert log.startswith("phrase_steps=2 seed=0 token_accuracy=") and log.endswith("\n")
+    assert (tmp_path / "text_encoder" / "config.json").is_file()

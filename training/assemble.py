@@ -61,7 +61,8 @@ def assemble(variant: str, vae: Path, text: Path, transformer: Path, transformer
     studio = {"demo": True, "variant": variant, "defaults": DEFAULTS[variant]}
     (out / "studio.json").write_text(json.dumps(studio, indent=2) + "\n", encoding="utf-8")
     logs = {}
-    for name, folder in (("vae", vae), ("transformer", transformer), ("transformer_2", transformer_2)):
+    for name, folder in (("text", text), ("vae", vae), ("transformer", transformer),
+                         ("transformer_2", transformer_2)):
         if folder is not None and (folder / "train_log.txt").is_file():
             logs[name] = (folder / "train_log.txt").read_text().strip()
     (out / "training.json").write_text(json.dumps(logs, indent=2) + "\n", encoding="utf-8")

@@ -33,6 +33,20 @@ def met(row: dict[str, str]) -> bool:
     return value < bound if target.startswith("<") else value >= bound
 
 
+def _text_encoder_line(log: str) -> str:
+    """What the card says of the text encoder, from its training log (train_text.py)."""
+    steps = int(dict(f.split("=", 1) for f in log.split() if "=" in f).get("phrase_steps", 0))
+    how = ("not trained: the transformers learn the caption words through cross-attention"
+           if not steps else
+           f"taught for {steps} steps which phrase each token belongs to (training/text.py), so that "
+           "\"left\" in \"pan left\" and in \"it moves to the left\" encode apart (a random encoder is a bag "
+           "of words: \"pan left ... it moves to the right\" and \"pan right ... it moves to the left\" read "
+           "alike); the transformers learn what the phrases mean through cross-attention")
+    kind = "seeded 2-layer UMT5" if steps else "seeded random 2-layer UMT5"
+    return (f"The text encoder is a {kind} (d_model 64), {how}. A capitalised word shares "
+            "its lower-case word's embedding, so the composer's sentence case changes nothing.")
+
+
 def write_card(folder: Path) -> Path:
     """Write README.md in a demo folder from studio.json, training.json and scores.json."""
     folder = Path(folder)
@@ -73,9 +87,7 @@ def write_card(folder: Path) -> Path:
         "",
         *(f"- {name}: `{log}`" for name, log in training.items()),
         "",
-        "The text encoder is a seeded random 2-layer UMT5 (d_model 64), not trained: the "
-        "transformers learn the caption words through cross-attention. A capitalised word shares "
-        "its lower-case word's embedding, so the composer's sentence case changes nothing.",
+        _text_encoder_line(training.get("text", "")),
         "",
         "## Scores (benchmarks/bench_demo_quality.py)",
         "",

@@ -21,21 +21,29 @@ import torch
 from .text import build_text_encoder, build_tokenizer, teach_phrases
 
 
-def main() -> None:
-    """Command line entry point."""
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line of training.train_text."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phrase-steps", type=int, default=600, help="0 keeps the random encoder")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    """Command line entry point."""
+    args = argument_parser().parse_args()
     torch.set_num_threads(1)
     tokenizer = build_tokenizer()
     encoder = build_text_encoder(tokenizer, args.seed)
+    log = f"phrase_steps={args.phrase_steps} seed={args.seed}"
     if args.phrase_steps:
         accuracy = teach_phrases(encoder, tokenizer, args.phrase_steps, args.seed)
         print(f"phrase tagging: {args.phrase_steps} steps, token accuracy {accuracy:.3f}")
+        log += f" token_accuracy={accuracy:.3f}"
     tokenizer.save_pretrained(args.out / "tokenizer")
     encoder.save_pretrained(args.out / "text_encoder")
+    (args.out / "train_log.txt").write_text(log + "\n")
     print(f"tokenizer ({len(tokenizer)} pieces) and text encoder saved under {args.out}")
 
 
