@@ -5,10 +5,10 @@
 The encoder starts as a seeded random UMT5 and is taught which phrase each token belongs to
 (training/text.py: a random encoder is a bag of words, "left" reads the same in "pan left" and in
 "it moves to the left"); the transformers then learn what the phrases mean through cross-attention.
-Measured once, TI2V with --subject-weight 4 and 4000 steps on a taught encoder (600 steps): pan
-5/32, push/pull 7, composition 12 against 9, 13, 11 on the random encoder; the T2V experts (high
-subject-weighted, 4000 + 2500 steps): pan 13, push/pull 9, composition 14, close-up/wide 22 against
-13, 11, 14, 25. The shipped weights keep --phrase-steps 0 (train_all.sh).
+train_all.sh teaches it 600 steps. On the random encoder (--phrase-steps 0), with the recipes otherwise
+as shipped, TI2V read pan 10/32 and I2V subject motion 20/32; on the taught one 27 and 29
+(docs/benchmarks.md). Writes train_log.txt beside the encoder; training.assemble copies it into
+each folder's training.json.
 """
 
 from __future__ import annotations
