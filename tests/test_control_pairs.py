@@ -80,10 +80,13 @@ def test_model_card_shows_the_worlds_own_score_beside_the_models(tmp_path: Path)
     assert met(row) and not met({**row, "result": "28/32"})
 
 
-@pytest.mark.parametrize("log, says", [("phrase_steps=600 seed=0 token_accuracy=0.999", "taught for 600 steps"),
-                                       ("phrase_steps=0 seed=0", "seeded random 2-layer UMT5"),
-                                       (None, "seeded random 2-layer UMT5")])  # folders from before the log
-def test_model_card_says_whether_the_text_encoder_was_taught(tmp_path: Path, log: str | None, says: str) -> None:
+@pytest.mark.parametrize("log, says", [
+    ("phrase_steps=600 seed=0 token_accuracy=0.999", "taught for 600 steps"),
+    ("phrase_steps=0 seed=0", "seeded random 2-layer UMT5"),
+    (None, "seeded random 2-layer UMT5"),  # folders assembled before train_text wrote its log
+])
+def test_model_card_says_whether_the_text_encoder_was_taught(tmp_path: Path, log: str | None,
+                                                            says: str) -> None:
     from training.model_card import write_card
 
     folder = tmp_path / "t2v-a14b"
