@@ -68,8 +68,9 @@ lane_wan22() {  # the Wan2.2-style VAE and TI2V, then the low-noise experts
 # the text encoder is taught for 600 steps which phrase each token belongs to (half a minute): a random
 # one is a bag of words ("left" in "pan left" and in "it moves to the left" at cosine 0.9995), to which
 # "pan left, it moves to the right" and "pan right, it moves to the left" are one prompt. Every
-# transformer retrained on the taught one, recipes unchanged: TI2V pan 10 -> 27/32, image pan 14 -> 24,
-# image subject motion 11 -> 26; I2V subject motion 20 -> 29, image pan 29 -> 30; T2V pan 31 -> 32
+# transformer retrained on the taught one, recipes unchanged: TI2V (4000 steps) pan 10 -> 27/32, image
+# pan 14 -> 24, image subject motion 11 -> 26; I2V subject motion 20 -> 29, image pan 29 -> 30; T2V pan
+# 31 -> 32
 run text training.train_text --phrase-steps 600 --out "$D/text"
 lane_wan21 & a=$!
 lane_wan22 & b=$!

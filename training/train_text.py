@@ -6,7 +6,7 @@ The encoder starts as a seeded random UMT5 and is taught which phrase each token
 (training/text.py: a random encoder is a bag of words, "left" reads the same in "pan left" and in
 "it moves to the left"); the transformers then learn what the phrases mean through cross-attention.
 train_all.sh teaches it 600 steps. On the random encoder (--phrase-steps 0), with the recipes otherwise
-as shipped, TI2V read pan 10/32 and I2V subject motion 20/32; on the taught one 27 and 29
+as shipped, TI2V read pan 10/32 and I2V subject motion 20/32; on the taught one 28 and 29
 (docs/benchmarks.md). Writes train_log.txt beside the encoder; training.assemble copies it into
 each folder's training.json.
 """
