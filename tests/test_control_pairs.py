@@ -65,6 +65,17 @@ def test_a_subject_weight_needs_latents_with_subject_coverage(tmp_path: Path) ->
               batch=1, lr=1e-4, shift=5.0, seed=0, minutes=1, log_every=1, subject_weight=4.0)
 
 
+def test_items_with_an_image_take_the_image_subject_weight() -> None:
+    from training.dit import subject_loss_weight
+
+    cover = torch.zeros(2, 5, 8, 8)
+    cover[:, :, 2:4, 2:4] = 0.5  # half of four cells in every frame
+    weight = subject_loss_weight(cover, np.array([False, True]), subject_weight=4.0, image_subject_weight=8.0)
+    assert weight.shape == (2, 1, 5, 8, 8)
+    assert weight[0, 0, :, 2, 2].eq(3.0).all() and weight[1, 0, :, 2, 2].eq(5.0).all()
+    assert weight[:, :, :, 0, 0].eq(1.0).all()  # cells without the subject keep weight 1
+
+
 def test_model_card_shows_the_worlds_own_score_beside_the_models(tmp_path: Path) -> None:
     from training.model_card import met, write_card
 

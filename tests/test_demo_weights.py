@@ -99,6 +99,11 @@ def test_committed_transformers_were_trained_by_train_all(variant: str, componen
     assert int(logged["batch"]) == options.batch
     assert float(logged["lr"]) == options.lr
     assert float(logged["subject_weight"]) == options.subject_weight
+    # logs written before the image subject weight existed used the subject weight for every item
+    image_weight = options.image_subject_weight
+    image_weight = options.subject_weight if image_weight is None else image_weight
+    assert float(logged.get("image_subject_weight", logged["subject_weight"])) == image_weight
+    assert float(logged["motion_weight"]) == options.motion_weight
     assert logged["expert"] == options.expert
     assert (logged["init"] != "None") == (options.init is not None)  # started from another expert
     assert (int(logged["heads"]), int(logged["ffn"]), int(logged["seed"])) == (options.heads, options.ffn,

@@ -94,6 +94,14 @@ def temporal_difference_loss(pred: torch.Tensor, target: torch.Tensor, weight: t
     return ((diff(pred) - diff(target)).pow(2) * w).sum() / w.sum().clamp_min(1e-6)
 
 
+def subject_loss_weight(cover: torch.Tensor, with_image: np.ndarray, subject_weight: float,
+                        image_subject_weight: float) -> torch.Tensor:
+    """Loss weight of each latent cell, (B, 1, F, H, W), from the subject's cover (B, F, H, W): 1 + w * cover,
+    where w is the image subject weight for the batch items conditioned on an image."""
+    per_item = torch.from_numpy(np.where(with_image, image_subject_weight, subject_weight)).float()
+    return 1 + per_item.view(-1, 1, 1, 1, 1) * cover.float().unsqueeze(1)
+
+
 def i2v_condition(conditions: torch.Tensor) -> torch.Tensor:
     """Mask (4 channels: the first latent frame holds 4 known pixel frames) + image latent."""
     b, _, f, h, w = conditions.shape
@@ -125,7 +133,7 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
           out: Path, steps: int, batch: int, lr: float, shift: float, seed: int, minutes: float,
           log_every: int, init: Path | None = None, heads: int = 4, ffn: int = 512,
           subject_weight: float = 0.0, camera_weight: dict[str, float] | None = None,
-          motion_weight: float = 0.0) -> None:
+          motion_weight: float = 0.0, image_subject_weight: float | None = None) -> None:
     """Train one transformer and save it (EMA weights) with save_pretrained."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -135,10 +143,12 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
     latents = torch.cat([p["latents"] for p in parts])
     indices = [i for p in parts for i in p["indices"]]
     conditions = torch.cat([p["conditions"] for p in parts]) if task == "i2v" else None
-    if subject_weight and any("subject" not in p for p in parts):
+    if image_subject_weight is None:
+        image_subject_weight = subject_weight
+    if (subject_weight or image_subject_weight) and any("subject" not in p for p in parts):
         raise ValueError("A subject weight needs latent files with subject coverage: run "
                          "training.cache_latents --subject-only --out FILE on older files.")
-    subject = torch.cat([p["subject"] for p in parts]) if subject_weight else None
+    subject = torch.cat([p["subject"] for p in parts]) if subject_weight or image_subject_weight else None
     draw = sampling_weights(indices, camera_weight) if camera_weight else None
     in_c, out_c = CHANNELS[task]
     config = {**TRANSFORMER, "num_attention_heads": heads, "ffn_dim": ffn}
@@ -181,7 +191,8 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
         target = noise - x0
         weight = torch.ones_like(x0)
         if subject is not None:
-            weight = weight + subject_weight * subject[pick].float().unsqueeze(1)
+            weight = weight * subject_loss_weight(subject[pick], with_image, subject_weight,
+                                                  image_subject_weight)
         timestep = sigma * 1000
         if task == "i2v":
             xt = torch.cat([xt, i2v_condition(conditions[pick].float())], dim=1)
@@ -218,7 +229,8 @@ def train(task: str, expert: str, boundary: float | None, latent_files: list[Pat
     (out / "train_log.txt").write_text(
         f"task={task} expert={expert} boundary={boundary} steps_run={len(losses)} of {steps} "
         f"batch={batch} lr={lr} shift={shift} seed={seed} clips={len(indices)} init={init} "
-        f"heads={heads} ffn={ffn} subject_weight={subject_weight} camera_weight={camera_weight} "
+        f"heads={heads} ffn={ffn} subject_weight={subject_weight} "
+        f"image_subject_weight={image_subject_weight} camera_weight={camera_weight} "
         f"motion_weight={motion_weight} "
         f"minutes={(time.time() - start) / 60:.1f} final_loss={np.mean(losses[-50:]):.4f}\n")
 
@@ -242,6 +254,9 @@ def argument_parser(task: str, experts: tuple[str, ...]) -> argparse.ArgumentPar
     parser.add_argument("--ffn", type=int, default=512, help="feed-forward width")
     parser.add_argument("--subject-weight", type=float, default=0.0,
                         help="extra loss weight on latent cells the subject covers")
+    parser.add_argument("--image-subject-weight", type=float,
+                        help="subject weight for the batch items conditioned on an image "
+                             "(default: --subject-weight)")
     parser.add_argument("--motion-weight", type=float, default=0.0,
                         help="weight of an extra loss on the change between latent frames")
     parser.add_argument("--camera-weight", nargs="+", default=[], metavar="MOVE=W",
@@ -259,4 +274,4 @@ def main(task: str, boundary: float | None, experts: tuple[str, ...]) -> None:
         parser.error('--camera-weight takes MOVE=WEIGHT items, e.g. "pan left=3".')
     train(task, args.expert, boundary, args.latents, args.text, args.out, args.steps, args.batch,
           args.lr, args.shift, args.seed, args.minutes, args.log_every, args.init, args.heads, args.ffn,
-          args.subject_weight, camera_weight, args.motion_weight)
+          args.subject_weight, camera_weight, args.motion_weight, args.image_subject_weight)
