@@ -8,9 +8,10 @@ image-to-video path of the same folder runs it). A14B experts train on one side 
 With a subject weight w, the loss on each latent cell is weighted 1 + w * (share of the cell the
 subject covers): the subject is a tenth of the latent, and without it the high-noise expert
 learns the background's layout and leaves the subject out.
-Two levers for camera motion, not used by train_all.sh (fine-tunes with them left sampled clips as
-still as before, TI2V on latents that do pan included): --camera-weight draws chosen camera moves
-more often, --motion-weight adds a loss on the change between latent frames.
+Levers not used by train_all.sh (docs/benchmarks.md has what each did): --camera-weight draws chosen
+camera moves more often; --motion-weight adds a loss on the change between latent frames (TI2V on the
+taught text encoder: text pan 28 -> 30/32, subject motion from an image 27 -> 26);
+--image-subject-weight gives the items conditioned on an image their own subject weight.
 """
 
 from __future__ import annotations
