@@ -48,7 +48,8 @@ lane_wan22() {  # the Wan2.2-style VAE and TI2V, then the low-noise experts
   # push/pull 19 -> 22 (2.4e-3: 25, 32, 19). 8 heads (width 256) and ffn 1024, not 4 and 512: a
   # 2x2 patch of 48 channels is 192 numbers, more than a width of 128 carries; final loss 0.71 -> 0.25,
   # push/pull 22 -> 28, composition 26 -> 30 (6 heads: 18 and 29-30). 5000 steps, not 4000 (on the taught
-  # text encoder): pan 27 -> 28/32, image pan 24 -> 29, image subject motion 26 -> 27; 48.3 min beside the
+  # text encoder): pan 27 -> 28/32, image pan 24 -> 29, image subject motion 26 -> 27 (over 64 seeds 58, 59
+  # and 58/64; a motion loss or more subject weight moved these by the seeds' spread); 48.3 min beside the
   # other lane
   run ti2v training.train_ti2v --latents "$D/lat48.pt" --text "$D/text" \
       --steps 5000 --batch 64 --lr 4.8e-3 --subject-weight 4 --heads 8 --ffn 1024 --minutes 58 --out "$D/ti2v"
