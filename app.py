@@ -1,8 +1,9 @@
-"""Wan Studio's composition root: `python app.py [serve ...]` or `python app.py generate ...`."""
+"""Wan Studio's composition root: `python app.py [serve ...]`, `generate ...` or `admin ...`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -10,6 +11,12 @@ from pathlib import Path
 from typing import Sequence
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+COMMANDS = """commands:
+  serve      start the web studio (the default when no command is given); serve --help
+  generate   make one clip from the command line, no web UI; generate --help
+  admin      operator commands on a data folder, beside a running studio; admin --help
+"""
 
 
 def _data_dir(explicit: str | None) -> Path:
@@ -23,26 +30,74 @@ def serve(argv: Sequence[str]) -> int:
     from pipelines.cli import UsageError, parse_weights
 
     parser = argparse.ArgumentParser(prog="app.py serve", description="Start the Wan Studio web UI.")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--weights", action="append", default=[], metavar="VARIANT=SOURCE")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="port to listen on (default 7860, or $GRADIO_SERVER_PORT)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder for the database, media and caches (default ./data, $WAN_STUDIO_DATA, "
+                             "or /data on a Space)")
+    parser.add_argument("--weights", action="append", default=[], metavar="VARIANT=SOURCE",
+                        help="weights for a variant: a local diffusers folder or a Hub repo id (repeatable)")
     args = parser.parse_args(argv)
     try:
         weights = parse_weights(args.weights)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    import storage
     from studio.server import serve as serve_studio
 
-    serve_studio(_data_dir(args.data_dir), weights, host=args.host, port=args.port)
+    try:
+        serve_studio(_data_dir(args.data_dir), weights, host=args.host, port=args.port)
+    except (storage.StorageError, ValueError) as exc:  # a folder in use, read-only, a bad setting
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def admin(argv: Sequence[str]) -> int:
+    """Operator commands: cancel any take, list what is queued or running."""
+    import storage
+
+    parser = argparse.ArgumentParser(
+        prog="app.py admin", description="Operator commands on a studio's data folder; they work "
+        "while the studio runs (a running take stops within one step).")
+    parser.add_argument("--data-dir", default=None, help="the studio's data folder (default as serve)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cancel = commands.add_parser("cancel", help="cancel any owner's queued or running take")
+    cancel.add_argument("take_id", type=int, help="the take's id (as shown in the history)")
+    commands.add_parser("queue", help="list every queued or running take as JSON lines")
+    args = parser.parse_args(argv)
+    try:
+        with storage.Database.open(_data_dir(args.data_dir), exclusive=False) as db:
+            if args.command == "cancel":
+                with db.session() as s, s.begin():
+                    take = storage.request_cancel(s, args.take_id)
+                state = ("cancelled" if take.status == "cancelled"
+                         else "stopping at its next step" if take.cancel_requested
+                         else f"already {take.status}")
+                print(f"take {take.id}: {state}")
+            else:
+                with db.read_session() as s, s.begin():
+                    for take in storage.list_unfinished(s):
+                        print(json.dumps({"id": take.id, "status": str(take.status), "step": take.step,
+                                          "total_steps": take.total_steps, "variant": take.variant,
+                                          "queued_at": take.queued_at.isoformat()}))
+    except storage.StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch to `serve` (the default) or `generate`."""
+    """Dispatch to `serve` (the default), `generate` or `admin`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("WAN_STUDIO_LOG", "WARNING"))
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: app.py [COMMAND] [OPTIONS]\n\nWan Studio: a browser studio for the Wan2.2 "
+              f"video models.\n\n{COMMANDS}")
+        return 0
     if argv and argv[0] == "generate":
         from pipelines.cli import main as generate_main
 
@@ -51,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pre.add_argument("--data-dir", default=None)
         known, _ = pre.parse_known_args(rest)
         return generate_main(rest, _data_dir(known.data_dir))
+    if argv and argv[0] == "admin":
+        return admin(argv[1:])
     if argv and argv[0] == "serve":
         argv = argv[1:]
     return serve(argv)

@@ -173,6 +173,10 @@ class ModelManager:
                                   else source).encode()).hexdigest()[:16]
         return self.cache_dir / "previews" / f"{variant_id}-{key}.safetensors"
 
+    def device(self) -> str:
+        """The device runs go to ("cuda", "cuda:1", "cpu"), without loading anything."""
+        return choose_placement(self._device).device
+
     def loaded_variant(self) -> str | None:
         """The variant whose pipeline is in memory now, if any."""
         return self._loaded.spec.id if self._loaded else None

@@ -30,6 +30,7 @@ MAX_GUIDANCE = 20.0
 MAX_SEED = 2**32 - 1
 MAX_SHIFT = 50.0
 MAX_FPS = 60
+MAX_PROMPT_CHARS = 4000  # the text encoder reads 512 tokens, about 2,000 characters of English
 
 
 @dataclass(frozen=True)
@@ -124,18 +125,31 @@ def snap_frames(frames: int) -> int:
 def _number(raw: Any, name: str, kind: type) -> Any:
     """Coerce a loose value (str, float, int) to int or float, or raise a RequestError."""
     if isinstance(raw, bool):
-        raise RequestError(f"{name} must be a number, not {raw!r}.", name)
+        raise RequestError(f"{name} must be a number, not {_shown(raw)}.", name)
     try:
         value = float(raw)
-    except (TypeError, ValueError):
-        raise RequestError(f"{name} must be a number, got {raw!r}.", name) from None
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"{name} must be a number of sensible size, got {_shown(raw)}.", name) from None
     if not math.isfinite(value):
-        raise RequestError(f"{name} must be a finite number, got {raw!r}.", name)
+        raise RequestError(f"{name} must be a finite number, got {_shown(raw)}.", name)
     if kind is int:
         if value != int(value):
-            raise RequestError(f"{name} must be a whole number, got {raw!r}.", name)
+            raise RequestError(f"{name} must be a whole number, got {_shown(raw)}.", name)
         return int(value)
     return value
+
+
+def _shown(raw: Any, limit: int = 40) -> str:
+    """A user's value as it may appear in a message: repr, cut to `limit` characters."""
+    text = repr(raw) if not isinstance(raw, int) or abs(raw) < 10**30 else f"a {len(str(abs(raw)))}-digit number"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_length(text: str, name: str) -> None:
+    if len(text) > MAX_PROMPT_CHARS:
+        raise RequestError(
+            f"The {name.replace('_', ' ')} has {len(text):,} characters; the most is "
+            f"{MAX_PROMPT_CHARS:,} (the text encoder reads about 512 tokens): shorten it.", name)
 
 
 def _fmt(number: float) -> str:
@@ -171,6 +185,7 @@ def build_request(
         return fallback if got is None or (isinstance(got, str) and not got.strip()) else got
 
     prompt = str(raw.get("prompt") or "").strip()
+    _check_length(prompt, "prompt")
     image_path = raw.get("image_path") or None
     if image_path is not None:
         image_path = str(image_path)
@@ -187,6 +202,7 @@ def build_request(
         raise RequestError("Write a prompt: describe the subject, the scene and the motion.", "prompt")
     negative = raw.get("negative_prompt")
     negative = DEFAULT_NEGATIVE_PROMPT if negative is None else str(negative).strip()
+    _check_length(negative, "negative_prompt")
 
     width = _number(value("width", base.width), "width", int)
     height = _number(value("height", base.height), "height", int)

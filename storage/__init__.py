@@ -71,17 +71,22 @@ Errors: every failure is a `StorageError` whose message is one sentence for the 
 from __future__ import annotations
 
 from .db import Database
-from .errors import InvalidInputError, MediaPathError, NotFoundError, StorageError, TransitionError
+from .errors import DatabaseError, InvalidInputError, MediaPathError, NotFoundError, StorageError, TransitionError
 from .media import MediaStore
 from .paths import resolve_data_dir
 from .records import ProjectRecord, ShareLinkRecord, TakeRecord, TakeStatus
 from .repositories import (
+    CANCELLED_BEFORE_START,
+    DEFAULT_PROJECT_NAME,
     add_take,
+    count_unfinished,
     create_project,
     create_share_link,
     delete_project,
     delete_take,
+    find_take,
     finish_take,
+    get_default_project,
     get_or_create_default_project,
     get_project,
     get_take,
@@ -89,7 +94,11 @@ from .repositories import (
     list_projects,
     list_share_links,
     list_takes,
+    list_unfinished,
+    move_owner,
     rename_project,
+    request_cancel,
+    resolve_share,
     resolve_share_link,
     revoke_share_link,
     set_favourite,
@@ -100,12 +109,13 @@ from .transfer import export_project, import_project
 
 __all__ = [
     "Database", "MediaStore", "resolve_data_dir",
-    "StorageError", "NotFoundError", "InvalidInputError", "TransitionError", "MediaPathError",
+    "StorageError", "DatabaseError", "NotFoundError", "InvalidInputError", "TransitionError", "MediaPathError",
     "ProjectRecord", "TakeRecord", "ShareLinkRecord", "TakeStatus",
     "create_project", "rename_project", "delete_project", "get_project", "list_projects",
-    "get_or_create_default_project",
-    "add_take", "start_take", "update_progress", "finish_take", "set_favourite", "delete_take",
+    "get_default_project", "get_or_create_default_project", "move_owner",
+    "add_take", "count_unfinished", "find_take", "request_cancel", "list_unfinished", "start_take", "update_progress", "finish_take", "set_favourite", "delete_take",
     "get_take", "list_takes", "lineage",
     "create_share_link", "revoke_share_link", "list_share_links", "resolve_share_link",
+    "resolve_share",
     "export_project", "import_project",
 ]

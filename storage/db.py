@@ -19,11 +19,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import filehooks
-from .errors import StorageError
+from .errors import StorageError, database_error
 from .media import MediaStore
 from .models import dump_json
 from .paths import DB_FILENAME, MEDIA_DIRNAME
@@ -141,6 +141,19 @@ def upgrade(path: Path) -> None:
         engine.dispose()
 
 
+class StudioSession(Session):
+    """A Session whose database failures leave it as a `DatabaseError` with a sentence (the SQL,
+    its parameters and the driver's text go to the log, never to a caller that might show them)."""
+
+    def __exit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        super().__exit__(type_, value, traceback)
+        # Integrity errors are the code's mistakes and stay as they are; these are the machine's.
+        if isinstance(value, (OperationalError, InterfaceError, sqlite3.OperationalError)):
+            error = database_error(value)
+            log.error("database error: %s", getattr(value, "orig", None) or value)
+            raise error from value
+
+
 class Database:
     """One data folder: `studio.db` (SQLite through SQLAlchemy) plus the media store."""
 
@@ -149,9 +162,10 @@ class Database:
         self.path = data_dir / DB_FILENAME
         self.engine = engine
         self.media = media
-        self._sessions = sessionmaker(bind=engine, autobegin=False, expire_on_commit=False)
+        self._sessions = sessionmaker(bind=engine, class_=StudioSession, autobegin=False,
+                                      expire_on_commit=False)
         self._read_sessions = sessionmaker(
-            bind=engine.execution_options(**{_BEGIN_OPTION: "DEFERRED"}),
+            bind=engine.execution_options(**{_BEGIN_OPTION: "DEFERRED"}), class_=StudioSession,
             autobegin=False, expire_on_commit=False)
         filehooks.install(self._sessions, media)
         filehooks.install(self._read_sessions, media)
@@ -159,8 +173,14 @@ class Database:
         self._lock: _FolderLock | None = None
 
     @classmethod
-    def open(cls, data_dir: str | Path) -> "Database":
-        """Create the folder if needed, check and migrate the file, and recover interrupted takes."""
+    def open(cls, data_dir: str | Path, exclusive: bool = True) -> "Database":
+        """Create the folder if needed, check and migrate the file, and recover interrupted takes.
+
+        `exclusive` (a server): hold the folder's lock, or refuse with a sentence when another
+        process holds it, since two servers would each take the other's running takes for
+        interrupted ones. `exclusive=False` (operator commands) opens beside a running server and
+        recovers nothing.
+        """
         data_dir = Path(data_dir)
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -169,21 +189,33 @@ class Database:
                                "choose another with --data-dir.") from exc
         if not data_dir.is_dir():
             raise StorageError(f"The data folder {data_dir} is not a folder; choose another with --data-dir.")
-        path = data_dir / DB_FILENAME
-        current = check_existing_file(path)
+        lock = None
+        if exclusive:  # before migrating: two servers starting at once must not both upgrade
+            lock = _FolderLock.try_acquire(data_dir / LOCK_FILENAME)
+            if lock is None:
+                raise StorageError(
+                    f"Another Wan Studio is already using the data folder {data_dir}"
+                    f"{_holder(data_dir / LOCK_FILENAME)}; stop it first or choose another "
+                    "folder with --data-dir.")
         try:
-            if current != head_revisions():
-                upgrade(path)
-        except (sqlite3.Error, DBAPIError) as exc:
-            reason = getattr(exc, "orig", None) or exc
-            raise StorageError(f"Could not prepare the database {path} ({reason}).") from exc
-        media = MediaStore(data_dir / MEDIA_DIRNAME)
-        database = cls(data_dir, make_engine(path), media)
-        database._lock = _FolderLock.try_acquire(data_dir / LOCK_FILENAME)
-        if database._lock is not None:
-            database.recovered = database.recover_interrupted()
-        else:
-            log.warning("Another process has %s open; left its unfinished takes alone.", data_dir)
+            path = data_dir / DB_FILENAME
+            current = check_existing_file(path)
+            try:
+                if current != head_revisions():
+                    upgrade(path)
+            except (sqlite3.Error, DBAPIError) as exc:
+                reason = getattr(exc, "orig", None) or exc
+                raise StorageError(f"Could not prepare the database {path} ({reason}); check "
+                                   "that the data folder and the file are writable.") from exc
+            media = MediaStore(data_dir / MEDIA_DIRNAME)
+            database = cls(data_dir, make_engine(path), media)
+            database._lock = lock
+            if lock is not None:
+                database.recovered = database.recover_interrupted()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         return database
 
     def session(self) -> Session:
@@ -217,6 +249,15 @@ class Database:
         self.close()
 
 
+def _holder(path: Path) -> str:
+    """" (process N)" naming the lock holder, when its file says."""
+    try:
+        pid = path.read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+    return f" (process {pid})" if pid.isdigit() else ""
+
+
 class _FolderLock:
     """An advisory lock held while a Database is open: only its holder recovers unfinished takes."""
 
@@ -226,7 +267,11 @@ class _FolderLock:
     @classmethod
     def try_acquire(cls, path: Path) -> "_FolderLock | None":
         """The lock, or None when another open Database (in any process) holds it."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"Cannot write the lock file {path} ({exc.strerror}); the data "
+                               "folder must be writable, or choose another with --data-dir.") from exc
         if fcntl is None:
             return cls(fd)
         try:
@@ -234,6 +279,8 @@ class _FolderLock:
         except OSError:
             os.close(fd)
             return None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for the next one's message
         return cls(fd)
 
     def release(self) -> None:

@@ -8,6 +8,7 @@ import re
 import secrets
 import shutil
 import stat
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ _ACCEPTED: dict[str, tuple[str, ...]] = {
     "image": (".png", ".jpg", ".webp"),
 }
 _COPY_CHUNK = 1 << 20
+MAX_IMAGE_PIXELS = 40_000_000  # a start image larger than this is refused, never decoded
 # What generated paths look like: parts of letters, digits, '_', '-' and '.', never starting with
 # '.', so no '.', '..', hidden or temporary names, no empty parts, no leading '/', '\\' or NUL.
 _SAFE_RELATIVE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
@@ -139,7 +141,13 @@ class MediaStore:
         return f"{self.take_relative(project_id, take_id)}/{_STEMS[kind]}-{secrets.token_hex(16)}{suffix}"
 
     def write(self, project_id: int, take_id: int, kind: MediaKind, source: Source) -> str:
-        """Store a take's file atomically under its generated name; returns the relative path."""
+        """Store a take's file atomically under its generated name; returns the relative path.
+
+        A start image (`kind="image"`) is stored re-encoded without its metadata (EXIF, XMP, text
+        chunks: camera, place, time, software), its EXIF rotation applied to the pixels.
+        """
+        if kind == "image":
+            source = clean_image(source)
         with _open_source(source) as stream:
             head = stream.read(16)
             suffix = sniff_suffix(head)
@@ -191,6 +199,38 @@ class MediaStore:
                     Path(folder, name).unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def clean_image(source: Source) -> bytes:
+    """The image re-encoded with no metadata but its colour profile: JPEG stays JPEG (quality 95),
+    anything else becomes PNG. Refuses what Pillow cannot read or what is over MAX_IMAGE_PIXELS."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    with _open_source(source) as stream:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(stream) as opened:
+                    if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                        raise InvalidInputError(
+                            f"The image is {opened.width}x{opened.height}; the most stored is "
+                            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels.")
+                    is_jpeg = opened.format == "JPEG"
+                    icc = opened.info.get("icc_profile")
+                    image = ImageOps.exif_transpose(opened)
+                    image.load()
+        except InvalidInputError:
+            raise
+        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
+                OSError, SyntaxError, ValueError) as exc:
+            raise InvalidInputError(f"The image cannot be read as PNG, JPEG or WebP ({exc}).") from None
+    out = io.BytesIO()
+    options = {"icc_profile": icc} if icc else {}
+    if is_jpeg and image.mode in ("RGB", "L", "CMYK"):
+        image.save(out, format="JPEG", quality=95, **options)
+    else:
+        image.save(out, format="PNG", **options)
+    return out.getvalue()
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -93,7 +94,7 @@ class Project(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner: Mapped[str] = mapped_column(
-        String(OWNER_MAX), ForeignKey("owners.key", ondelete="CASCADE"))
+        String(OWNER_MAX), ForeignKey("owners.key", ondelete="CASCADE", onupdate="CASCADE"))
     name: Mapped[str] = mapped_column(String(NAME_MAX))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -106,7 +107,7 @@ class Take(Base):
     __table_args__ = (
         # The take's owner can never disagree with its project's owner.
         ForeignKeyConstraint(["project_id", "owner"], ["projects.id", "projects.owner"],
-                             ondelete="CASCADE"),
+                             ondelete="CASCADE", onupdate="CASCADE"),
         CheckConstraint(f"status IN {STATUSES!r}", name="status"),
         CheckConstraint("parent_kind IS NULL OR parent_kind IN ('remix', 'continue')",
                         name="parent_kind"),
@@ -139,6 +140,9 @@ class Take(Base):
         Integer, ForeignKey("takes.id", ondelete="SET NULL"))
     parent_kind: Mapped[str | None] = mapped_column(String(16))
     favourite: Mapped[bool] = mapped_column(default=False)
+    # Set by whoever asks a take to stop (its owner, an operator, another process); the run
+    # reads it with each step's progress write.
+    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class ShareLink(Base):
@@ -151,3 +155,4 @@ class ShareLink(Base):
     take_id: Mapped[int] = mapped_column(Integer, ForeignKey("takes.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    include_image: Mapped[bool] = mapped_column(default=False, server_default=false())  # start image on the page

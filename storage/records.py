@@ -78,6 +78,7 @@ class TakeRecord:
     parent_kind: ParentKind | None
     favourite: bool
     media_missing: bool  # a file this row names is not on disk
+    cancel_requested: bool = False  # someone asked it to stop; the run stops at its next step
 
     @cached_property
     def request(self) -> dict[str, Any]:
@@ -98,6 +99,7 @@ class ShareLinkRecord:
     take_id: int
     created_at: datetime
     revoked_at: datetime | None
+    include_image: bool = False  # the share page shows the take's start image
 
     @property
     def active(self) -> bool:

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Row, Text, delete, func, literal, select, type_coerce
+from sqlalchemy import Row, Text, delete, func, literal, select, type_coerce, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from .records import (
     TakeStatus,
 )
 from .validation import (
+    MAX_PAGE,
     check_id,
     check_name,
     check_owner,
@@ -39,6 +40,7 @@ from .validation import (
 
 DEFAULT_PROJECT_NAME = "My project"
 INTERRUPTED_MESSAGE = "The studio stopped before this take finished; generate it again."
+CANCELLED_BEFORE_START = "Cancelled before it started."
 _LINEAGE_MAX_DEPTH = 10_000
 _TAKES = Take.__table__
 # Reads select plain rows (no identity map, no shared state), with the request left as JSON text.
@@ -102,16 +104,39 @@ def list_projects(session: Session, owner: str, limit: int = 50, offset: int = 0
     return [_project_record(project, count) for project, count in rows]
 
 
-def get_or_create_default_project(session: Session, owner: str) -> ProjectRecord:
-    """The owner's most recently updated project, creating "My project" for a new owner."""
+def get_default_project(session: Session, owner: str) -> ProjectRecord | None:
+    """The owner's most recently updated project, or None for an owner with none (reads write nothing)."""
     owner = check_owner(owner)
     row = session.execute(
         select(Project, _take_count()).where(Project.owner == owner)
         .order_by(Project.updated_at.desc(), Project.id.desc()).limit(1)
     ).first()
-    if row is not None:
-        return _project_record(row[0], row[1])
-    return create_project(session, owner, DEFAULT_PROJECT_NAME)
+    return None if row is None else _project_record(row[0], row[1])
+
+
+def get_or_create_default_project(session: Session, owner: str) -> ProjectRecord:
+    """The owner's most recently updated project, creating "My project" for a new owner (a write)."""
+    return get_default_project(session, owner) or create_project(session, owner, DEFAULT_PROJECT_NAME)
+
+
+def move_owner(session: Session, old: str, new: str) -> int:
+    """Give every project (and so every take) of owner `old` to owner `new`; returns how many moved.
+
+    Used when an owner's key changes (a signed-in account's key derivation was rotated). The key
+    changes on the owners row itself where `new` has none yet, and the foreign keys' ON UPDATE
+    CASCADE carries it through projects and takes in the same statement.
+    """
+    old, new = check_owner(old), check_owner(new)
+    if old == new or session.get(Owner, old) is None:
+        return 0
+    moved = session.scalar(select(func.count()).select_from(Project).where(Project.owner == old))
+    if session.get(Owner, new) is None:
+        session.execute(update(Owner).where(Owner.key == old).values(key=new))
+    else:
+        session.execute(update(Project).where(Project.owner == old).values(owner=new))
+        session.execute(delete(Owner).where(Owner.key == old))
+    session.expire_all()
+    return int(moved or 0)
 
 
 # Takes ------------------------------------------------------------------------------------------
@@ -305,11 +330,63 @@ def interrupt_unfinished(session: Session) -> list[int]:
     return [take.id for take in takes]
 
 
+def count_unfinished(session: Session, owner: str) -> int:
+    """How many of the owner's takes are pending or running (for the per-owner queue limit)."""
+    owner = check_owner(owner)
+    return int(session.scalar(select(func.count()).select_from(Take).where(
+        Take.owner == owner, Take.status.in_([s.value for s in UNFINISHED]))) or 0)
+
+
+def list_unfinished(session: Session, limit: int = MAX_PAGE) -> list[TakeRecord]:
+    """Every owner's pending and running takes, oldest first (for operators)."""
+    limit, _ = check_page(limit, 0)
+    rows = session.execute(_TAKE_ROW.where(_TAKES.c.status.in_([s.value for s in UNFINISHED]))
+                           .order_by(_TAKES.c.id).limit(limit)).all()
+    media, memo = filehooks.media_of(session), {}
+    return [_row_record(row, media, memo) for row in rows]
+
+
+def find_take(session: Session, take_id: int) -> TakeRecord | None:
+    """Any owner's take by id (operators, signed media links, the runner); None when missing."""
+    take_id = check_id(take_id, "take")
+    row = session.execute(_TAKE_ROW.where(_TAKES.c.id == take_id)).first()
+    return None if row is None else _row_record(row, filehooks.media_of(session), {})
+
+
+def request_cancel(session: Session, take_id: int, owner: str | None = None) -> TakeRecord:
+    """Ask a take to stop: a pending one is cancelled at once, a running one at its next step.
+
+    `owner=None` is an operator's cancel and reaches any take; a finished take is left as it is.
+    """
+    take_id = check_id(take_id, "take")
+    if owner is None:
+        take = session.get(Take, take_id)
+        if take is None:
+            raise NotFoundError("That take was not found.")
+    else:
+        take = _take_row(session, owner, take_id)
+    if take.status == TakeStatus.PENDING.value:
+        _move(take, TakeStatus.CANCELLED)
+        take.finished_at = utcnow()
+        take.error = CANCELLED_BEFORE_START
+    elif take.status == TakeStatus.RUNNING.value:
+        take.cancel_requested = True
+    session.flush()
+    return _take_record(session, take)
+
+
 # Share links ------------------------------------------------------------------------------------
 
 
-def create_share_link(session: Session, owner: str, take_id: int) -> ShareLinkRecord:
-    """The completed take's active share link, made now (token_urlsafe(32)) if it has none."""
+def create_share_link(session: Session, owner: str, take_id: int,
+                      include_image: bool = False) -> ShareLinkRecord:
+    """The completed take's active share link, made now (token_urlsafe(32)) if it has none.
+
+    `include_image`: whether the page shows the take's start image (the live link takes the latest
+    choice).
+    """
+    if not isinstance(include_image, bool):
+        raise InvalidInputError("include_image must be True or False.")
     take = _take_row(session, owner, take_id)
     if take.status != TakeStatus.COMPLETED.value:
         raise TransitionError("Only a completed take can be shared.")
@@ -317,9 +394,11 @@ def create_share_link(session: Session, owner: str, take_id: int) -> ShareLinkRe
         select(ShareLink).where(ShareLink.take_id == take.id, ShareLink.revoked_at.is_(None))
         .order_by(ShareLink.created_at.desc()).limit(1))
     if link is None:
-        link = ShareLink(token=secrets.token_urlsafe(32), take_id=take.id, created_at=utcnow())
+        link = ShareLink(token=secrets.token_urlsafe(32), take_id=take.id, created_at=utcnow(),
+                         include_image=include_image)
         session.add(link)
-        session.flush()
+    link.include_image = include_image
+    session.flush()
     return _share_record(link)
 
 
@@ -350,12 +429,25 @@ def list_share_links(session: Session, owner: str, take_id: int) -> list[ShareLi
 
 def resolve_share_link(session: Session, token: str) -> TakeRecord | None:
     """The take a live share token opens, for anyone; None when unknown, malformed or revoked."""
+    shared = resolve_share(session, token)
+    return None if shared is None else shared[0]
+
+
+def resolve_share(session: Session, token: str) -> tuple[TakeRecord, ShareLinkRecord] | None:
+    """The take a live share token opens and the link itself (what the page may show)."""
     if not is_token_shaped(token):
         return None
     row = session.execute(
-        _TAKE_ROW.join(ShareLink, ShareLink.take_id == _TAKES.c.id)
+        _TAKE_ROW.add_columns(ShareLink.created_at.label("link_created_at"),
+                              ShareLink.include_image.label("link_include_image"))
+        .join(ShareLink, ShareLink.take_id == _TAKES.c.id)
         .where(ShareLink.token == token, ShareLink.revoked_at.is_(None))).first()
-    return None if row is None else _row_record(row, filehooks.media_of(session), {})
+    if row is None:
+        return None
+    take = _row_record(row, filehooks.media_of(session), {})
+    link = ShareLinkRecord(token=token, take_id=take.id, created_at=row.link_created_at,
+                           revoked_at=None, include_image=bool(row.link_include_image))
+    return take, link
 
 
 # Helpers ----------------------------------------------------------------------------------------
@@ -422,11 +514,11 @@ def _record(values: Mapping[str, Any], media: MediaStore, memo: dict[str, int | 
         started_at=values["started_at"], finished_at=values["finished_at"],
         video_path=paths[0], poster_path=paths[1], image_path=paths[2],
         parent_id=values["parent_id"], parent_kind=values["parent_kind"],
-        favourite=bool(values["favourite"]),
+        favourite=bool(values["favourite"]), cancel_requested=bool(values["cancel_requested"]),
         media_missing=any(p is not None and not media.exists(p, memo) for p in paths),
     )
 
 
 def _share_record(link: ShareLink) -> ShareLinkRecord:
     return ShareLinkRecord(token=link.token, take_id=link.take_id, created_at=link.created_at,
-                           revoked_at=link.revoked_at)
+                           revoked_at=link.revoked_at, include_image=bool(link.include_image))

@@ -11,6 +11,7 @@ from .errors import InvalidInputError
 from .models import NAME_MAX, OWNER_MAX, TOKEN_MAX, dump_json
 
 MAX_PAGE = 200
+MAX_ID = 2**63 - 1  # the largest id SQLite and PostgreSQL (bigint) can hold
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_ERROR_CHARS = 4000
 # Bidi embeddings, overrides and isolates can make a name display as something it is not.
@@ -47,9 +48,11 @@ def check_name(name: Any, what: str = "project name") -> str:
 
 
 def check_id(value: Any, what: str) -> int:
-    """A database id given by a caller: a positive int (bools and strings are refused)."""
+    """A database id given by a caller: an int from 1 to 2**63 - 1 (bools and strings are refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(f"The {what} id must be a whole number, not {type(value).__name__}.")
+    if not 1 <= value <= MAX_ID:
+        raise InvalidInputError(f"There is no {what} {value}: ids are whole numbers from 1 to {MAX_ID}.")
     return value
 
 

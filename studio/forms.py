@@ -39,8 +39,12 @@ class FormRequest:
     controls: CinematicControls
 
     def stored_dict(self) -> dict[str, Any]:
-        """The request as stored on the take and in the MP4: the request plus the form's extras."""
-        return {**self.request.to_dict(),
+        """The request as stored on the take and in the MP4: the request plus the form's extras.
+
+        The start image's path stays out: it names a server folder and often the upload's own file
+        name. The take keeps the image itself in the media store.
+        """
+        return {**self.request.to_dict(), "image_path": None,
                 STUDIO_KEY: {"user_prompt": self.user_prompt, "controls": self.controls.to_dict()}}
 
 

@@ -7,8 +7,8 @@ directly without a browser. Form widgets always arrive in `forms.FORM_FIELDS` or
 from __future__ import annotations
 
 import html
+import logging
 import random
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +22,15 @@ from pipelines.request import MAX_SEED, VariantDefaults
 from pipelines.variants import VARIANTS, get_variant
 
 from . import forms, hosting
+from .limits import Limits
 from .media_links import MediaSigner
-from .owners import ensure_owner_key
+from .owners import StudioSecrets, ensure_owner_key, legacy_account_owner_key
 from .progress_view import empty_preview_html, message_html, preview_html, progress_html
-from .runner import JobUpdate, Runner
+from .runner import JobUpdate, QueueFull, Runner
+from .scratch import ScratchSpace
 from .views import ViewCopies
+
+log = logging.getLogger(__name__)
 
 STATUS_ICONS = {"pending": "⏳", "running": "▶", "completed": "✔", "failed": "✖",
                 "cancelled": "■", "interrupted": "⚠"}
@@ -60,16 +64,17 @@ class Handlers:
     """The studio's event handlers, bound to one database, model manager and runner."""
 
     def __init__(self, db: storage.Database, manager: Any, runner: Runner,
-                 placeholders: dict[str, str], secret: str,
-                 views: ViewCopies | None = None) -> None:
+                 placeholders: dict[str, str], secrets: StudioSecrets, scratch: ScratchSpace,
+                 limits: Limits | None = None) -> None:
         self.db = db
         self.manager = manager
         self.runner = runner
         self.placeholders = placeholders
-        self.secret = secret  # owner keys of signed-in people and signed media URLs derive from it
-        self.signer = MediaSigner(secret)
-        self.views = views or ViewCopies()
-        self.scratch = Path(tempfile.mkdtemp(prefix="wan-studio-"))
+        self.secrets = secrets  # the server one signs media URLs and derives signed-in owner keys
+        self.signer = MediaSigner(secrets.server)
+        self.scratch = scratch
+        self.views = ViewCopies(scratch.views)
+        self.limits = limits or Limits()
 
     # -- variants and defaults -------------------------------------------------------------
 
@@ -154,15 +159,29 @@ class Handlers:
         when signed in, else the browser), then show that owner's projects and history.
 
         Returns (browser key, owner key, project dropdown, gallery, gallery ids, project id); the
-        owner key stays in server-side session state, which every other handler reads.
+        owner key stays in server-side session state, which every other handler reads. Nothing is
+        written for a newcomer: their first project is made with their first take or project.
         """
         browser_key = ensure_owner_key(browser_key)
-        owner = hosting.owner_key(profile, browser_key, self.secret)
+        owner = hosting.owner_key(profile, browser_key, self.secrets.server)
+        username = hosting.signed_in_username(profile)
+        if username:
+            self._adopt_legacy_account(username, owner)
+        with self.db.read_session() as s, s.begin():
+            project = storage.get_default_project(s, owner)
+        project_id = project.id if project else None
+        view = self.history(owner, project_id)
+        return (browser_key, owner, self._project_dropdown(owner, project_id), view.items,
+                view.take_ids, project_id)
+
+    def _adopt_legacy_account(self, username: str, owner: str) -> None:
+        """Move an account's projects from its old key (derived from the public browser-state
+        secret, so anyone could compute it) to its key under the server secret."""
+        legacy = legacy_account_owner_key(username, self.secrets.browser_state)
         with self.db.session() as s, s.begin():
-            project = storage.get_or_create_default_project(s, owner)
-        view = self.history(owner, project.id)
-        return (browser_key, owner, self._project_dropdown(owner, project.id), view.items,
-                view.take_ids, project.id)
+            moved = storage.move_owner(s, legacy, owner)
+        if moved:
+            log.info("moved %d project(s) of a signed-in account to its new owner key", moved)
 
     def sign_in_note(self, profile: gr.OAuthProfile | None = None) -> str:
         """Who the projects belong to when sign-in is on (empty off a Space)."""
@@ -180,10 +199,11 @@ class Handlers:
         return message_html(note, "notice") if note else ""
 
     def _project_dropdown(self, owner: str, selected: int | None) -> Any:
+        """The project picker; a newcomer sees "My project" (id 0), made with their first write."""
         with self.db.read_session() as s, s.begin():
             projects = storage.list_projects(s, owner, limit=200)
-        choices = [(p.name, p.id) for p in projects]
-        return gr.update(choices=choices, value=selected)
+        choices = [(p.name, p.id) for p in projects] or [(storage.DEFAULT_PROJECT_NAME, 0)]
+        return gr.update(choices=choices, value=selected or (projects[0].id if projects else 0))
 
     def history(self, owner: str, project_id: int | None) -> HistoryView:
         """The project's takes, newest first, as gallery items."""
@@ -223,35 +243,32 @@ class Handlers:
                 project.id)
 
     def rename_project(self, owner: str, project_id: int | None, name: str) -> tuple[Any, ...]:
-        """Rename the current project."""
-        if not project_id:
-            raise gr.Error("Pick a project to rename.")
+        """Rename the current project (a newcomer's not-yet-made one is made under that name)."""
         try:
             with self.db.session() as s, s.begin():
-                storage.rename_project(s, owner, project_id, name)
+                if project_id:
+                    project = storage.rename_project(s, owner, int(project_id), name)
+                else:
+                    project = storage.create_project(s, owner, name)
         except storage.StorageError as exc:
             raise gr.Error(str(exc)) from None
-        return self._project_dropdown(owner, project_id), ""
+        return self._project_dropdown(owner, project.id), "", project.id
 
     def delete_project(self, owner: str, project_id: int | None) -> tuple[Any, ...]:
-        """Delete the current project and its takes, then show another (or a fresh default)."""
+        """Delete the current project and its takes, then show another (or an empty "My project")."""
         if not project_id:
-            raise gr.Error("Pick a project to delete.")
+            raise gr.Error("This project has nothing in it yet, so there is nothing to delete.")
         try:
             with self.db.session() as s, s.begin():
-                storage.delete_project(s, owner, project_id)
+                storage.delete_project(s, owner, int(project_id))
             with self.db.read_session() as s, s.begin():
-                projects = storage.list_projects(s, owner, limit=1)
-            if projects:
-                project = projects[0]
-            else:  # that was the last one: start a fresh default project
-                with self.db.session() as s, s.begin():
-                    project = storage.get_or_create_default_project(s, owner)
+                project = storage.get_default_project(s, owner)
         except storage.StorageError as exc:
             raise gr.Error(str(exc)) from None
-        view = self.history(owner, project.id)
-        return (self._project_dropdown(owner, project.id), view.items, view.take_ids, None,
-                project.id)
+        project_id = project.id if project else None
+        view = self.history(owner, project_id)
+        return (self._project_dropdown(owner, project_id), view.items, view.take_ids, None,
+                project_id)
 
     # -- takes ------------------------------------------------------------------------------
 
@@ -321,7 +338,7 @@ class Handlers:
             raise gr.Error("Only a finished take with a video can be continued.")
         available = self.manager.available()
         variant_id = "i2v-a14b" if "i2v-a14b" in available or "ti2v-5b" not in available else "ti2v-5b"
-        image = self.scratch / f"continue-{take.id}.png"
+        image = self.scratch.new_file(".png")
         last_frame(video).save(image)
         values = forms.form_from_stored(take.request)
         values.update(forms.form_for_variant(variant_id, self.defaults(variant_id)))
@@ -340,13 +357,16 @@ class Handlers:
         shown["guidance_low"] = gr.update(value=values["guidance_low"], visible=spec.experts == 2)
         return [shown[name] for name in forms.FORM_FIELDS]
 
-    def share(self, owner: str, take_id: int | None, request: gr.Request) -> str:
-        """Make (or reuse) the selected take's share link and show its URL."""
+    def share(self, owner: str, take_id: int | None, include_image: bool,
+              request: gr.Request) -> str:
+        """Make (or reuse) the selected take's share link and show its URL; the page shows the
+        start image only when `include_image` is ticked."""
         from . import share
 
         take = self._take(owner, take_id)
         try:
-            return share.create_link(self.db, owner, take.id, hosting.public_base_url(request))
+            return share.create_link(self.db, owner, take.id, hosting.public_base_url(request),
+                                     include_image=bool(include_image))
         except (share.ShareError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
 
@@ -418,7 +438,8 @@ class Handlers:
             raise gr.Error(str(exc)) from None
 
     def request(self, form: dict[str, Any]) -> forms.FormRequest:
-        """Validate a form into a request for a variant that has weights."""
+        """Validate a form into a request for a variant that has weights, within this studio's
+        work limit."""
         variant_id = str(form.get("variant") or "")
         if variant_id in VARIANTS and variant_id not in self.manager.available():
             if not self.manager.available():
@@ -427,39 +448,57 @@ class Handlers:
                                f"{' or '.join(self.manager.available())}, or restart with "
                                f"--weights {variant_id}=PATH_OR_HUB_ID.", "variant")
         defaults = self.defaults(variant_id) if variant_id in VARIANTS else None
-        return forms.request_from_form(form, defaults)
+        made = forms.request_from_form(form, defaults)
+        self.limits.check_work(made.request, self.manager.device())
+        return made
+
+    def project_for_write(self, owner: str, project_id: int | None) -> int:
+        """The project a new take goes into: the chosen one, else the owner's default (made now:
+        an owner's rows appear with their first write)."""
+        if project_id:
+            return int(project_id)
+        with self.db.session() as s, s.begin():
+            return storage.get_or_create_default_project(s, owner).id
 
     def generate(self, owner: str, project_id: int | None, lineage: Any,
                  *values: Any) -> Iterator[tuple[Any, ...]]:
-        """Run a take, streaming (preview, progress, video, current take, gallery, gallery ids)."""
+        """Run a take, streaming (preview, progress, video, current take, gallery, gallery ids,
+        project dropdown, project id)."""
         try:
             form_request = self.request(forms.form_dict(values))
         except RequestError as exc:
+            self.scratch.discard(forms.form_dict(values).get("image"))
             raise gr.Error(str(exc)) from None
-        if not project_id:
-            raise gr.Error("Pick or create a project first.")
+        project_id = self.project_for_write(owner, project_id)
         parent_id = lineage.get("parent_id") if isinstance(lineage, dict) else None
         parent_kind = lineage.get("kind") if isinstance(lineage, dict) else None
         notices = " ".join(form_request.notices)
         skip = gr.skip()
-        for update in self.runner.generate(owner, project_id, form_request.request,
-                                           form_request.stored_dict(), parent_id, parent_kind):
-            if update.kind == "started":
-                view = self.history(owner, project_id)
-                text = "Loading the model…" + (f" {notices}" if notices else "")
-                yield (empty_preview_html("Waiting for the first denoising step…"),
-                       message_html(text), None, update.take_id, view.items, view.take_ids)
-            elif update.kind == "step":
-                yield (skip, progress_html(update.step, update.total, update.expert,
-                                           update.elapsed_s, update.eta_s), skip, skip, skip, skip)
-            elif update.kind == "preview" and update.preview is not None:
-                yield (preview_html(update.preview, update.step, update.total, update.expert or ""),
-                       skip, skip, skip, skip, skip)
-            elif update.kind == "decoding":
-                yield (skip, progress_html(update.total, update.total, None, update.elapsed_s, 0.0,
-                                           phase="decoding"), skip, skip, skip, skip)
-            else:
-                yield self._final(owner, project_id, update, notices)
+        try:
+            updates = self.runner.generate(owner, project_id, form_request.request,
+                                           form_request.stored_dict(), parent_id, parent_kind)
+            for update in updates:
+                if update.kind == "started":
+                    view = self.history(owner, project_id)
+                    text = (update.message or "Loading the model…") + (f" {notices}" if notices else "")
+                    yield (empty_preview_html("Waiting for the first denoising step…"),
+                           message_html(text), None, update.take_id, view.items, view.take_ids,
+                           self._project_dropdown(owner, project_id), project_id)
+                elif update.kind == "step":
+                    yield (skip, progress_html(update.step, update.total, update.expert,
+                                               update.elapsed_s, update.eta_s),
+                           skip, skip, skip, skip, skip, skip)
+                elif update.kind == "preview" and update.preview is not None:
+                    yield (preview_html(update.preview, update.step, update.total,
+                                        update.expert or ""), skip, skip, skip, skip, skip, skip, skip)
+                elif update.kind == "decoding":
+                    yield (skip, progress_html(update.total, update.total, None, update.elapsed_s,
+                                               0.0, phase="decoding"),
+                           skip, skip, skip, skip, skip, skip)
+                else:
+                    yield (*self._final(owner, project_id, update, notices), skip, skip)
+        except QueueFull as exc:
+            raise gr.Error(str(exc)) from None
 
     def _final(self, owner: str, project_id: int, update: JobUpdate,
                notices: str) -> tuple[Any, ...]:

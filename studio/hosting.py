@@ -9,8 +9,9 @@ tested under several pretend hosts. For the UI and the composition root:
   too (ZeroGPU streams what it yields). ZeroGPU runs `fn` in a forked worker: pass results back
   by return value or `yield`, not through callbacks that mutate the parent's state.
 - `sign_in_enabled()`: show `gr.LoginButton()` only when this is true (a Space with `hf_oauth`).
-- `owner_key(profile, browser_key, secret)`: the owner key storage and the API use: an HMAC of
-  the Hugging Face username when signed in (same on every browser), else the browser's key.
+- `owner_key(profile, browser_key, server_secret)`: the owner key storage and the API use: an
+  HMAC of the Hugging Face username under the server-only secret when signed in (same on every
+  browser), else the browser's key.
 - `history_note(data_dir)`: a line for the UI when the Space has no persistent storage (storage's
   `resolve_data_dir` already picks `/data` when it is mounted), else None.
 - `public_base_url(request)`: the absolute base for share links and their preview tags.
@@ -18,8 +19,6 @@ tested under several pretend hosts. For the UI and the composition root:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import os
 from pathlib import Path
@@ -28,6 +27,8 @@ from urllib.parse import urlsplit
 
 from pipelines.request import GenerationRequest
 from pipelines.variants import get_variant
+
+from .owners import account_owner_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,22 +71,25 @@ def sign_in_enabled(env: Mapping[str, str] | None = None) -> bool:
     return on_space(env) and bool(env.get("OAUTH_CLIENT_ID"))
 
 
-def owner_key(profile: Any | None, browser_key: str, secret: str) -> str:
+def owner_key(profile: Any | None, browser_key: str, server_secret: str) -> str:
     """The owner key for storage: derived from the account when signed in, else the browser's key.
 
-    Owner keys are bearer secrets (the API takes them as they are), so a signed-in key is an HMAC
-    of the username under the server's secret (`studio.owners.browser_state_secret`): the same on
-    every browser for one account, and not guessable from the username.
+    Owner keys are bearer secrets, so a signed-in key is an HMAC of the username under the
+    server-only secret (`studio.owners.StudioSecrets.server`): the same on every browser for one
+    account, and not computable from anything a browser sees.
     """
-    username = getattr(profile, "username", None) if profile is not None else None
+    username = signed_in_username(profile)
     if username:
-        if len(secret) < 32:
-            raise ValueError("The server secret for owner keys must be at least 32 characters.")
-        digest = hmac.new(secret.encode(), f"hf-user:{username}".encode(), hashlib.sha256).hexdigest()
-        return f"hf-{digest[:48]}"
+        return account_owner_key(username, server_secret)
     if not browser_key:
         raise ValueError("A browser key is needed when nobody is signed in.")
     return browser_key
+
+
+def signed_in_username(profile: Any | None) -> str | None:
+    """The Hugging Face username of a signed-in visitor, else None."""
+    username = getattr(profile, "username", None) if profile is not None else None
+    return str(username) if username else None
 
 
 def latent_tokens(request: GenerationRequest) -> int:

@@ -1,8 +1,8 @@
 """Signed, expiring media URLs for API clients: `/media/<take id>/<kind>?exp=<unix s>&sig=<hex>`.
 
-The signature is HMAC-SHA256 over "take id:kind:expiry" under a key derived from the server secret
-(`studio.owners.browser_state_secret`), so a URL opens one file of one take until it expires and
-cannot be turned into another. The route finds the file through the take's stored record and the
+The signature is HMAC-SHA256 over "take id:kind:expiry" under a key derived from the server-only
+secret (`studio.owners.StudioSecrets.server`, never the public browser-state one), so a URL opens
+one file of one take until it expires and cannot be turned into another. The route finds the file through the take's stored record and the
 media store; nothing in the request is used as a path. A bad, tampered or expired URL, a deleted
 take and a missing file all get the same bare 404.
 """
@@ -20,7 +20,6 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 import storage
-from storage.models import Take
 
 from .share import SECURITY_HEADERS, image_type, serve_file
 
@@ -56,11 +55,18 @@ class MediaSigner:
     def verify(self, take_id: int, kind: str, expires: str, signature: str,
                now: float | None = None) -> bool:
         """Whether the signature is ours for this take, kind and expiry, and not yet expired."""
-        if kind not in KINDS or not expires.isdigit() or len(expires) > 12:
+        # ASCII digits only: str.isdigit() also accepts '²' and '¹', which int() refuses.
+        if kind not in KINDS or not _ascii_digits(expires) or len(expires) > 12:
+            return False
+        if not signature.isascii():
             return False
         if int(expires) < (time.time() if now is None else now):
             return False
         return hmac.compare_digest(self._signature(take_id, kind, int(expires)), signature)
+
+
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _stored_path(take: storage.TakeRecord, kind: str) -> str | None:
@@ -70,8 +76,7 @@ def _stored_path(take: storage.TakeRecord, kind: str) -> str | None:
 def find_media(db: storage.Database, take_id: int, kind: str) -> Path | None:
     """The absolute file of a take's media kind, or None (no take, no such file, or unsafe path)."""
     with db.read_session() as session, session.begin():
-        row = session.get(Take, take_id)  # the signature already proved the right to this take
-        take = storage.get_take(session, row.owner, take_id) if row is not None else None
+        take = storage.find_take(session, take_id)  # the signature already proved the right to it
     relative = _stored_path(take, kind) if take is not None else None
     if not relative:
         return None
@@ -91,13 +96,16 @@ def media_routes(db: storage.Database, signer: MediaSigner) -> list[BaseRoute]:
 
     async def media(request: Request) -> Response:
         raw_id, kind = request.path_params["take_id"], request.path_params["kind"]
-        if not raw_id.isdigit() or len(raw_id) > 19 or int(raw_id) > MAX_TAKE_ID:
+        if not _ascii_digits(raw_id) or len(raw_id) > 19 or not 1 <= int(raw_id) <= MAX_TAKE_ID:
             return await missing()
         take_id = int(raw_id)
         if not signer.verify(take_id, kind, request.query_params.get("exp", ""),
                              request.query_params.get("sig", "")):
             return await missing()
-        path = find_media(db, take_id, kind)
+        try:
+            path = find_media(db, take_id, kind)
+        except storage.StorageError:  # the database failed: the log says why, the link says 404
+            return await missing()
         media_type = "video/mp4" if kind == "video" else (image_type(path) if path else None)
         if path is None or media_type is None:
             return await missing()

@@ -4,7 +4,7 @@ A job is one take: `Runner.start` adds it (pending), `Runner.run` streams its up
 worker thread drives the engine (running -> progress -> completed | failed | cancelled, MP4 and
 poster written through storage). The worker owns the lifecycle, so a closed stream (Gradio's
 cancel, a closed tab) only sets the job's cancel flag, which the engine checks every step.
-One model lock keeps runs one at a time even if the UI's concurrency slot frees early.
+One fair slot keeps runs one at a time, in submission order, whatever the UI's concurrency.
 
 The GPU work is `engine_events(engine)`: a generator of engine events wrapped by
 `hosting.gpu_task`, so on ZeroGPU it runs inside `spaces.GPU` (in a forked worker whose events
@@ -14,8 +14,11 @@ generator in the job's worker thread, given the job's own cancel flag as before.
 
 from __future__ import annotations
 
+import bisect
+import errno
 import logging
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -32,12 +35,16 @@ from pipelines.events import (CancelledEvent, DecodingEvent, DoneEvent, FailedEv
 from pipelines.request import GenerationRequest
 
 from . import hosting
+from .limits import Limits
 
 log = logging.getLogger(__name__)
 
 UpdateKind = Literal["started", "step", "preview", "decoding", "done", "failed", "cancelled"]
 FINAL_KINDS = ("done", "failed", "cancelled")
 FINAL_EVENTS = (DoneEvent, FailedEvent, CancelledEvent)
+SAVE_WAIT_S = 60.0  # how long a finished take waits for disk space before it fails
+SAVE_MARGIN_BYTES = 4 * 1024 * 1024  # room for the database's own writes beside the files
+RECORDING_FAILED = "The take could not be recorded; generate it again."
 
 
 @dataclass(frozen=True)
@@ -75,19 +82,28 @@ class Job:
     thread: threading.Thread | None = None
 
 
+class QueueFull(StudioError):
+    """The owner already has as many takes queued or running as the studio allows."""
+
+
 class Runner:
     """Runs takes one at a time through an engine and records them in storage."""
 
     def __init__(self, db: storage.Database, engine: Any, preview_interval_s: float = 0.3,
                  write_video: Callable[..., Path] | None = None,
-                 write_poster: Callable[..., Path] | None = None) -> None:
+                 write_poster: Callable[..., Path] | None = None, max_queued: int | None = None,
+                 save_wait_s: float = SAVE_WAIT_S,
+                 discard_input: Callable[[str | None], None] | None = None) -> None:
         self.db = db
         self.engine = engine
         self._gpu_events = hosting.gpu_task(engine_events(engine))
         self.preview_interval_s = preview_interval_s
         self._write_video = write_video
         self._write_poster = write_poster
-        self._model_lock = threading.Lock()
+        self.max_queued = max_queued
+        self.save_wait_s = save_wait_s
+        self._discard_input = discard_input or (lambda path: None)
+        self._slot = _FairSlot()
         self._jobs: dict[int, Job] = {}
         self._jobs_lock = threading.Lock()
 
@@ -95,10 +111,17 @@ class Runner:
 
     def start(self, owner: str, project_id: int, request: GenerationRequest, stored: dict[str, Any],
               parent_id: int | None = None, parent_kind: str | None = None) -> Job:
-        """Add the take as pending (copying its start image into the media store)."""
-        with self.db.session() as s, s.begin():
-            take = storage.add_take(s, owner, project_id, stored, parent_id=parent_id,
-                                    parent_kind=parent_kind, image=request.image_path)
+        """Add the take as pending (its start image copied into the media store, the scratch copy
+        let go); raises QueueFull when the owner has `max_queued` takes waiting or running."""
+        try:
+            with self.db.session() as s, s.begin():
+                # One write transaction: two tabs submitting at once cannot both slip under the cap.
+                if self.max_queued is not None and storage.count_unfinished(s, owner) >= self.max_queued:
+                    raise QueueFull(Limits(self.max_queued).queue_full_message())
+                take = storage.add_take(s, owner, project_id, stored, parent_id=parent_id,
+                                        parent_kind=parent_kind, image=request.image_path)
+        finally:
+            self._discard_input(request.image_path)
         if take.image_path:
             # the engine reads the stored copy, so the take never depends on Gradio's upload cache
             request = replace(request, image_path=str(self.db.media.resolve(take.image_path)))
@@ -126,19 +149,34 @@ class Runner:
                  parent_kind: str | None = None) -> Iterator[JobUpdate]:
         """Start and run a take in one go."""
         job = self.start(owner, project_id, request, stored, parent_id, parent_kind)
-        yield JobUpdate("started", job.take_id, total=request.steps)
+        ahead = self.ahead_of(job.take_id)
+        message = (f"Queued: {ahead} take{'s' if ahead != 1 else ''} ahead of this one." if ahead
+                   else "")
+        yield JobUpdate("started", job.take_id, total=request.steps, message=message)
         yield from self.run(job)
 
-    def cancel(self, owner: str, take_id: int) -> bool:
-        """Ask a take of this owner to stop; a pending take that never ran is marked cancelled."""
+    def cancel(self, owner: str | None, take_id: int) -> bool:
+        """Ask a take to stop (owner None: an operator, any take). A queued take is cancelled at
+        once, a running one stops within a step. False when there is no such take of this owner
+        still queued or running."""
         with self._jobs_lock:
             job = self._jobs.get(take_id)
-        if job is not None and job.owner == owner:
+        if job is not None and owner is not None and job.owner != owner:
+            return False
+        if job is not None:
             job.cancel.set()
-            if job.thread is None:
-                self._finish_unstarted(job)
-            return True
-        return False
+        try:  # the row too: a queued take ends now, and another process may be running it
+            with self.db.session() as s, s.begin():
+                take = storage.request_cancel(s, take_id, owner)
+        except storage.NotFoundError:
+            return False
+        return job is not None or take.cancel_requested or (
+            take.status == "cancelled" and take.error == storage.CANCELLED_BEFORE_START)
+
+    def ahead_of(self, take_id: int) -> int:
+        """How many takes started before this one are still waiting or running here."""
+        with self._jobs_lock:
+            return sum(1 for other in self._jobs if other < take_id)
 
     def running(self) -> list[int]:
         """Take ids currently started and not yet finished."""
@@ -146,15 +184,6 @@ class Runner:
             return list(self._jobs)
 
     # -- internals -------------------------------------------------------------------------
-
-    def _finish_unstarted(self, job: Job) -> None:
-        with self._jobs_lock:
-            self._jobs.pop(job.take_id, None)
-        with self.db.session() as s, s.begin():
-            take = storage.get_take(s, job.owner, job.take_id)
-            if take is not None and take.status == "pending":
-                storage.finish_take(s, job.owner, job.take_id, "cancelled",
-                                    error="Cancelled before it started.")
 
     def _stream(self, job: Job) -> Iterator[JobUpdate]:
         """Yield updates in order; a preview is skipped when a newer one of the same stage is
@@ -175,31 +204,50 @@ class Runner:
                 return
 
     def _work(self, job: Job) -> None:
-        emit = job.updates.put
+        """Run the job to its end; whatever happens, exactly one final update goes out and the
+        slot is free again (a failure while recording ends the take, never the studio)."""
+        final: JobUpdate | None = None
         try:
-            with self._model_lock:
-                if job.cancel.is_set():
-                    raise GenerationCancelled("Cancelled before it started.")
-                with self.db.session() as s, s.begin():
-                    storage.start_take(s, job.owner, job.take_id)
-                result = self._run_engine(job)
-            take = self._save(job, result)
-            emit(JobUpdate("done", job.take_id, total=job.request.steps, take=take,
-                           elapsed_s=result.elapsed_s, message=" ".join(result.notices)))
-        except GenerationCancelled as exc:
-            take = self._finish(job, "cancelled", str(exc) or "Cancelled.")
-            emit(JobUpdate("cancelled", job.take_id, take=take, message="Cancelled: the take is kept."))
-        except StudioError as exc:
-            take = self._finish(job, "failed", str(exc))
-            emit(JobUpdate("failed", job.take_id, take=take, message=str(exc)))
-        except Exception as exc:  # e.g. torch.OutOfMemoryError: the take fails, the app keeps serving
-            log.exception("take %s failed", job.take_id)
-            message = failure_message(exc)
-            take = self._finish(job, "failed", message)
-            emit(JobUpdate("failed", job.take_id, take=take, message=message))
+            final = self._lifecycle(job)
+        except Exception as exc:  # noqa: BLE001 - the stream must end and the slot must free
+            log.error("take %s could not be run or recorded: %s", job.take_id, exc,
+                      exc_info=not isinstance(exc, storage.StorageError))
+            message = str(exc) if isinstance(exc, storage.StorageError) else failure_message(exc)
+            final = JobUpdate("failed", job.take_id, message=message,
+                              take=self._finish(job, "failed", message))
         finally:
             with self._jobs_lock:
                 self._jobs.pop(job.take_id, None)
+            job.updates.put(final or JobUpdate("failed", job.take_id, message=RECORDING_FAILED))
+
+    def _lifecycle(self, job: Job) -> JobUpdate:
+        """Start, run and save one take; returns its final update."""
+        try:
+            # The slot goes in submission order, and a queued take that is cancelled leaves the
+            # line now rather than when the take ahead of it finishes.
+            if not self._slot.acquire(job.take_id, job.cancel):
+                raise GenerationCancelled(storage.CANCELLED_BEFORE_START)
+            try:
+                if job.cancel.is_set():
+                    raise GenerationCancelled(storage.CANCELLED_BEFORE_START)
+                try:
+                    with self.db.session() as s, s.begin():
+                        storage.start_take(s, job.owner, job.take_id)
+                except storage.TransitionError:  # cancelled in storage while it waited
+                    raise GenerationCancelled(storage.CANCELLED_BEFORE_START) from None
+                result = self._run_engine(job)
+                take = self._save(job, result)
+            finally:
+                self._slot.release()
+            return JobUpdate("done", job.take_id, total=job.request.steps, take=take,
+                             elapsed_s=result.elapsed_s, message=" ".join(result.notices))
+        except GenerationCancelled as exc:
+            take = self._finish(job, "cancelled", str(exc) or "Cancelled.")
+            return JobUpdate("cancelled", job.take_id, take=take,
+                             message="Cancelled: the take is kept.")
+        except (StudioError, storage.StorageError) as exc:
+            take = self._finish(job, "failed", str(exc))
+            return JobUpdate("failed", job.take_id, take=take, message=str(exc))
 
     def _run_engine(self, job: Job) -> Any:
         """Drive the GPU task's events; its last event says how the run ended."""
@@ -228,8 +276,7 @@ class Runner:
         emit = job.updates.put
         elapsed = time.monotonic() - job.started
         if isinstance(event, StepEvent):
-            with self.db.session() as s, s.begin():
-                storage.update_progress(s, job.owner, job.take_id, event.index, event.total)
+            self._record_progress(job, event)
             emit(JobUpdate("step", job.take_id, event.index, event.total, event.expert,
                            event.elapsed_s, event.eta_s))
         elif isinstance(event, PreviewEvent):
@@ -240,16 +287,59 @@ class Runner:
         elif isinstance(event, (DoneEvent, FailedEvent, CancelledEvent)):
             pass  # the engine's return value or exception is what _work acts on
 
+    def _record_progress(self, job: Job, event: StepEvent) -> None:
+        """Write the step to the take's row and pick up a cancel asked for elsewhere.
+
+        Progress is advisory: a write that fails (disk full, say) is logged and skipped, and the
+        run goes on; the final save below is where a failure must end the take.
+        """
+        try:
+            with self.db.session() as s, s.begin():
+                take = storage.update_progress(s, job.owner, job.take_id, event.index, event.total)
+        except storage.DatabaseError as exc:
+            log.warning("take %s: step %s not recorded: %s", job.take_id, event.index, exc)
+            return
+        if take.cancel_requested:
+            job.cancel.set()
+
     def _save(self, job: Job, result: Any) -> storage.TakeRecord:
-        """Write the MP4 (settings embedded) and the poster, then mark the take completed."""
+        """Write the MP4 (settings embedded) and the poster, then mark the take completed.
+
+        If the data folder's disk is full, wait (up to save_wait_s) until it has room for the
+        files and retry once, so a finished run is not thrown away for a moment's lack of space.
+        """
         write_video, write_poster = self._writers()
         with tempfile.TemporaryDirectory(prefix="wan-take-") as tmp:
             video = write_video(result.frames, Path(tmp) / "video.mp4", result.request.fps,
                                 job.stored)
             poster = write_poster(result.frames[0], Path(tmp) / "poster.jpg")
-            with self.db.session() as s, s.begin():
-                return storage.finish_take(s, job.owner, job.take_id, "completed",
-                                           video=video, poster=poster)
+            for attempt in (1, 2):
+                try:
+                    with self.db.session() as s, s.begin():
+                        return storage.finish_take(s, job.owner, job.take_id, "completed",
+                                                   video=video, poster=poster)
+                except (storage.DatabaseError, OSError) as exc:
+                    full = getattr(exc, "disk_full", False) or getattr(exc, "errno", None) == errno.ENOSPC
+                    if attempt == 2 or not full:
+                        raise _save_failure(exc) from None
+                    needed = video.stat().st_size + poster.stat().st_size + SAVE_MARGIN_BYTES
+                    log.warning("take %s: the disk is full; waiting up to %.0f s for %d bytes",
+                                job.take_id, self.save_wait_s, needed)
+                    self._wait_for_room(needed)
+        raise AssertionError("unreachable")
+
+    def _wait_for_room(self, needed: int) -> bool:
+        """Poll the data folder's free space until `needed` bytes fit or save_wait_s passes."""
+        deadline = time.monotonic() + self.save_wait_s
+        while True:
+            try:
+                if shutil.disk_usage(self.db.data_dir).free >= needed:
+                    return True
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _writers(self) -> tuple[Callable[..., Path], Callable[..., Path]]:
         if self._write_video is None or self._write_poster is None:
@@ -260,12 +350,47 @@ class Runner:
         return self._write_video, self._write_poster
 
     def _finish(self, job: Job, status: str, error: str) -> storage.TakeRecord | None:
+        """Mark the take failed or cancelled; if even that cannot be written, the row is left for
+        start-up recovery (it becomes interrupted) and the stream still ends."""
         try:
             with self.db.session() as s, s.begin():
                 return storage.finish_take(s, job.owner, job.take_id, status, error=error)
-        except storage.StorageError:
-            log.exception("could not mark take %s %s", job.take_id, status)
+        except storage.TransitionError:  # it already ended (a queued take cancelled in storage)
+            with self.db.read_session() as s, s.begin():
+                return storage.get_take(s, job.owner, job.take_id)
+        except Exception as exc:  # noqa: BLE001 - recording the end must never stop the studio
+            log.error("could not mark take %s %s: %s", job.take_id, status, exc)
             return None
+
+
+class _FairSlot:
+    """One take on the model at a time, handed out in submission order (a Lock is not fair)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._waiting: list[int] = []
+        self._busy = False
+
+    def acquire(self, ticket: int, cancelled: threading.Event) -> bool:
+        """Wait for the slot behind every smaller ticket; False if `cancelled` is set first."""
+        with self._changed:
+            bisect.insort(self._waiting, ticket)
+            try:
+                while self._busy or self._waiting[0] != ticket:
+                    if cancelled.is_set():
+                        return False
+                    self._changed.wait(0.1)
+                self._busy = True
+                return True
+            finally:
+                self._waiting.remove(ticket)
+                self._changed.notify_all()
+
+    def release(self) -> None:
+        """Hand the slot to the next ticket in line."""
+        with self._changed:
+            self._busy = False
+            self._changed.notify_all()
 
 
 def engine_events(engine: Any) -> Callable[..., Iterator[Any]]:
@@ -326,6 +451,19 @@ def _newer_preview_waiting(updates: "queue.Queue[JobUpdate]", expert: str | None
     """Whether a later preview of the same expert stage is already queued."""
     with updates.mutex:
         return any(u.kind == "preview" and u.expert == expert for u in updates.queue)
+
+
+def _save_failure(exc: BaseException) -> storage.StorageError:
+    """The sentence a take that could not be saved ends with (the cause goes to the log)."""
+    log.error("saving a take failed: %s", exc)
+    if getattr(exc, "disk_full", False) or getattr(exc, "errno", None) == errno.ENOSPC:
+        return storage.StorageError("The take could not be saved: the studio's disk is full. Free "
+                                    "some space in the data folder, then generate it again.")
+    if isinstance(exc, storage.DatabaseError):
+        return storage.StorageError(f"The take could not be saved: {exc}")
+    return storage.StorageError("The take could not be saved (the data folder could not be "
+                                "written); generate it again, and tell the operator if it keeps "
+                                "happening.")
 
 
 def failure_message(exc: BaseException) -> str:

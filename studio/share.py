@@ -40,9 +40,11 @@ from storage import (
     Database,
     MediaPathError,
     NotFoundError,
+    StorageError,
     TakeStatus,
     create_share_link,
     get_take,
+    resolve_share,
     resolve_share_link,
     revoke_share_link,
 )
@@ -83,6 +85,7 @@ class SharedTake:
     video: Path
     poster: Path | None
     start_image: bool = False  # the take began from an image (never its path)
+    image: Path | None = None  # that image, only when the owner chose to show it
 
 
 Finder = Callable[[str], "SharedTake | None"]
@@ -159,6 +162,7 @@ def render_page(take: SharedTake, base_url: str) -> str:
         page_url=page_url,
         video_url=f"{page_url}/video.mp4",
         poster_url=f"{page_url}/poster" if take.poster is not None else None,
+        image_url=f"{page_url}/image" if take.image is not None else None,
         css_url=f"{base_url.rstrip('/')}{CSS_PATH}",
         remix_url=f"{base_url.rstrip('/')}/?remix={take.token}",
         download_name=f"wan-studio-{request.variant}-{request.seed}.mp4",
@@ -197,7 +201,10 @@ def share_routes(find: Finder, base_url: Callable[[Request], str] | None = None)
 
     def lookup(request: Request) -> SharedTake | None:
         token = request.path_params["token"]
-        return find(token) if is_token(token) else None
+        try:
+            return find(token) if is_token(token) else None
+        except StorageError:  # the database failed: logged by storage; the visitor gets the 404
+            return None
 
     async def missing(request: Request) -> Response:
         return HTMLResponse(render_missing(resolve_base(request)), status_code=404, headers=SECURITY_HEADERS)
@@ -226,6 +233,13 @@ def share_routes(find: Finder, base_url: Callable[[Request], str] | None = None)
             return await missing(request)
         return serve_file(take.poster, kind)
 
+    async def image(request: Request) -> Response:
+        take = lookup(request)
+        kind = image_type(take.image) if take and take.image else None
+        if take is None or take.image is None or kind is None or not take.image.is_file():
+            return await missing(request)
+        return serve_file(take.image, kind)
+
     async def stylesheet(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "share.css", media_type="text/css", headers=SECURITY_HEADERS)
 
@@ -234,6 +248,7 @@ def share_routes(find: Finder, base_url: Callable[[Request], str] | None = None)
         Route("/share/{token}", page, methods=methods),
         Route("/share/{token}/video.mp4", video, methods=methods),
         Route("/share/{token}/poster", poster, methods=methods),
+        Route("/share/{token}/image", image, methods=methods),
         Route(CSS_PATH, stylesheet, methods=methods),
         Route("/share/{rest:path}", missing, methods=methods),  # every other /share/... path
     ]
@@ -245,12 +260,17 @@ def storage_finder(db: Database) -> Finder:
 
     def find(token: str) -> SharedTake | None:
         with db.read_session() as session, session.begin():
-            take = resolve_share_link(session, token)
-        if take is None or take.status != TakeStatus.COMPLETED or take.video_path is None:
+            shared = resolve_share(session, token)
+        if shared is None:
             return None
+        take, link = shared
+        if take.status != TakeStatus.COMPLETED or take.video_path is None or take.media_missing:
+            return None  # a page whose video is gone answers 404, as its video does
         try:
             video = db.media.resolve(take.video_path)
             poster = db.media.resolve(take.poster_path) if take.poster_path else None
+            image = (db.media.resolve(take.image_path)
+                     if take.image_path and link.include_image else None)
         except MediaPathError:
             return None
         try:
@@ -259,7 +279,8 @@ def storage_finder(db: Database) -> Finder:
             log.warning("Share link %s… names a take whose settings cannot be read.", token[:6])
             return None
         made = take.finished_at or take.queued_at
-        return SharedTake(token, request, made, video, poster, bool(take.image_path or request.image_path))
+        return SharedTake(token, request, made, video, poster,
+                          bool(take.image_path or request.image_path), image)
 
     return find
 
@@ -269,16 +290,18 @@ def studio_share_routes(db: Database) -> list[BaseRoute]:
     return share_routes(storage_finder(db))
 
 
-def create_link(db: Database, owner: str, take_id: int, base_url: str) -> str:
+def create_link(db: Database, owner: str, take_id: int, base_url: str,
+                include_image: bool = False) -> str:
     """Share one of `owner`'s finished takes; returns the absolute page URL (the take's live link
-    when it already has one: storage keeps one active link per take until it is revoked)."""
+    when it already has one: storage keeps one active link per take until it is revoked). The page
+    shows the take's start image only when `include_image` (the latest choice holds)."""
     with db.session() as session, session.begin():
         take = get_take(session, owner, take_id)
         if take is None:
             raise ShareError("That take is not in your projects, so it cannot be shared.")
         if take.status != TakeStatus.COMPLETED or take.video_path is None or take.media_missing:
             raise ShareError("Only a finished take with its video can be shared; wait for it to complete.")
-        link = create_share_link(session, owner, take_id)
+        link = create_share_link(session, owner, take_id, include_image=include_image)
     return share_url(base_url, link.token)
 
 
@@ -296,18 +319,21 @@ def revoke_link(db: Database, owner: str, token_or_url: str) -> bool:
 def load_remix(db: Database, token: str) -> dict[str, Any] | None:
     """The shared take's request dict for `/?remix=<token>`, or None for a link that does not work.
 
-    `image_path`, when the take had a start image, is the absolute path of that image in the media
-    folder so the form can show it; the remix itself is saved in the visitor's own project.
+    `image_path`, when the take had a start image and its owner chose to show it on the share
+    page, is the absolute path of that image in the media folder so the form can show it (never
+    sent to the browser: the UI hands Gradio a view copy); the remix is saved in the visitor's
+    own project.
     """
     if not is_token(token):
         return None
     with db.read_session() as session, session.begin():
-        take = resolve_share_link(session, token)
-    if take is None or take.status != TakeStatus.COMPLETED:
+        shared = resolve_share(session, token)
+    if shared is None or shared[0].status != TakeStatus.COMPLETED:
         return None
+    take, link = shared
     request = dict(take.request)
     request["image_path"] = None
-    if take.image_path:
+    if take.image_path and link.include_image:
         try:
             request["image_path"] = str(db.media.resolve(take.image_path))
         except MediaPathError:

@@ -13,11 +13,15 @@ from pipelines.variants import get_variant
 
 from . import forms, hosting
 from .api import register_api
+from .errors import user_errors
 from .handlers import Handlers
 from .progress_view import empty_preview_html
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-GENERATION_SLOT = "generation"  # one concurrency slot shared by the UI and the API
+GENERATION_SLOT = "generation"  # one concurrency group shared by the UI and the API
+# Generate handlers that may wait at once. The runner runs one take at a time; the handlers wait
+# for it, so each take is stored (and counted against its owner's queue limit) when submitted.
+GENERATION_HANDLERS = 16
 
 CONTROL_GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("Lighting", (("light_source", "Light source"), ("light_quality", "Quality / direction"),
@@ -37,8 +41,21 @@ def _elem(name: str) -> str:
     return name.replace("_", "-")
 
 
-def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
+class _Guarded:
+    """The handlers as the UI calls them: every method's failures become sentences (errors.py)."""
+
+    def __init__(self, handlers: Handlers) -> None:
+        self._handlers = handlers
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._handlers, name)
+        return user_errors(value) if callable(value) else value
+
+
+def build_ui(handlers: Handlers) -> gr.Blocks:
     """Lay out the studio and wire every control to its handler."""
+    plain = handlers
+    handlers = _Guarded(plain)  # type: ignore[assignment]
     variant_id = handlers.initial_variant()
     spec = get_variant(variant_id)
     defaults = handlers.defaults(variant_id)
@@ -47,7 +64,10 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
     errors: dict[str, Any] = {}
 
     with gr.Blocks(title="Wan Studio", delete_cache=(3600, 3600), fill_width=True) as demo:
-        browser_key = gr.BrowserState("", storage_key="wan-studio-owner", secret=owner_secret)
+        # This secret is sent to every visitor (it is in the page config): it only keeps the
+        # anonymous key readable by its own browser. Nothing the server signs uses it.
+        browser_key = gr.BrowserState("", storage_key="wan-studio-owner",
+                                      secret=plain.secrets.browser_state)
         # The owner key every handler uses: set on page load from the signed-in account or the
         # browser key, and kept server-side for the session (a client cannot change it).
         owner = gr.State("")
@@ -148,6 +168,8 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                     share_url = gr.Textbox(label="Share link", interactive=False, buttons=["copy"],
                                            elem_id="share-url", scale=4)
                     revoke = gr.Button("Revoke", size="sm", elem_id="share-revoke", scale=1)
+                share_image = gr.Checkbox(False, label="Show the start image on the share page",
+                                          elem_id="share-image", container=False)
                 details = gr.HTML("", elem_id="take-details")
 
         with gr.Column(elem_id="library"):
@@ -202,8 +224,8 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                                show_progress="hidden", api_visibility="private")
         run = checked.success(
             handlers.generate, [owner, project_id, lineage, *form],
-            [preview, progress, video, current, history, history_ids],
-            concurrency_limit=1, concurrency_id=GENERATION_SLOT,
+            [preview, progress, video, current, history, history_ids, project, project_id],
+            concurrency_limit=GENERATION_HANDLERS, concurrency_id=GENERATION_SLOT,
             show_progress="full", show_progress_on=[video], api_name="ui_generate",
             api_visibility="private")  # the empty video area shows the queue position
         run.then(lambda: None, None, lineage, queue=False, api_visibility="private")
@@ -218,7 +240,7 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
                              [project, history, history_ids, project_name, project_id],
                              api_visibility="private")
         rename_project.click(handlers.rename_project, [owner, project_id, project_name],
-                             [project, project_name], api_visibility="private")
+                             [project, project_name, project_id], api_visibility="private")
         delete_project.click(handlers.delete_project, [owner, project_id],
                              [project, history, history_ids, selected, project_id],
                              api_visibility="private")
@@ -233,11 +255,12 @@ def build_ui(handlers: Handlers, owner_secret: str) -> gr.Blocks:
         delete.click(handlers.delete_take, [owner, selected, project_id],
                      [selected, video, details, *history_out], api_visibility="private")
 
-        share.click(handlers.share, [owner, selected], share_url, api_visibility="private")
+        share.click(handlers.share, [owner, selected, share_image], share_url,
+                    api_visibility="private")
         revoke.click(handlers.revoke, [owner, share_url], [share_url, progress],
                      api_visibility="private")
         demo.load(handlers.remix_from_link, None, [*form, lineage, progress],
                   api_visibility="private")
 
-        register_api(handlers, GENERATION_SLOT)
+        register_api(plain, GENERATION_SLOT, GENERATION_HANDLERS)
     return demo

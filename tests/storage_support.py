@@ -16,6 +16,13 @@ MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(range(256)) * 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 200
 
 
+def jpeg(colour: tuple[int, int, int] = (200, 60, 10), exif: bytes | None = None) -> bytes:
+    """A real 16x8 JPEG, with an EXIF block when given."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 8), colour).save(buffer, format="JPEG", **({"exif": exif} if exif else {}))
+    return buffer.getvalue()
+
+
 def png(colour: tuple[int, int, int] = (10, 120, 200)) -> bytes:
     """A real 8x8 PNG."""
     buffer = io.BytesIO()

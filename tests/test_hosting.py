@@ -53,7 +53,8 @@ def test_sign_in_only_on_a_space_with_oauth() -> None:
 
 
 def test_owner_key_follows_the_account_when_signed_in() -> None:
-    from studio.owners import is_owner_key
+    from storage.validation import check_owner
+    from studio.owners import ACCOUNT_PREFIX, is_owner_key
 
     class Profile:
         def __init__(self, username: str) -> None:
@@ -62,7 +63,8 @@ def test_owner_key_follows_the_account_when_signed_in() -> None:
     secret = "s" * 40
     alice = hosting.owner_key(Profile("alice"), "browser-key-1", secret)
     assert alice == hosting.owner_key(Profile("alice"), "browser-key-2", secret), "same on every browser"
-    assert is_owner_key(alice), "usable wherever the studio takes an owner key"
+    assert check_owner(alice) == alice, "storage takes it like any owner key"
+    assert alice.startswith(ACCOUNT_PREFIX) and not is_owner_key(alice), "no client may name it"
     assert "alice" not in alice, "not guessable from the username"
     assert alice != hosting.owner_key(Profile("alice"), "k", "t" * 40), "depends on the server secret"
     assert alice != hosting.owner_key(Profile("bob"), "k", secret)

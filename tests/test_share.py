@@ -248,18 +248,40 @@ def test_load_remix_gives_the_takes_request_and_parent(db: Database, tmp_path: P
     assert load_remix(db, "C" * 43) is None
 
 
-def test_remix_of_an_image_take_gets_its_stored_image(db: Database, client: TestClient, tmp_path: Path) -> None:
+def test_a_start_image_is_private_unless_its_owner_shows_it(db: Database, client: TestClient,
+                                                            tmp_path: Path) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 40, 40)).save(buffer, format="PNG")
     take = finished_take(db, "alice", "the red card flutters", tmp_path / "work", image=buffer.getvalue())
     token = share(db, "alice", take.id)
-    remix = load_remix(db, token)
-    image = Path(remix["image_path"])
+    # off by default: not on the page, not by its route, not through a remix of the link
+    html = client.get(f"/share/{token}").text
+    assert "Start image yes" in " ".join(PageParser(html).text["share-settings"].split())
+    assert f"/share/{token}/image" not in html and take.image_path not in html
+    assert client.get(f"/share/{token}/image").status_code == 404
+    assert load_remix(db, token)["image_path"] is None
+    # shown once the owner ticks it (the live link takes the new choice)
+    assert create_link(db, "alice", take.id, "http://studio.test", include_image=True).endswith(token)
+    html = client.get(f"/share/{token}").text
+    assert PageParser(html).by_id["share-image"]["tag"] == "figure"
+    served = client.get(f"/share/{token}/image")
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    assert served.content == db.media.resolve(take.image_path).read_bytes()
+    image = Path(load_remix(db, token)["image_path"])
     assert image.is_file() and image.is_relative_to(db.media.root)
-    assert image.read_bytes() == buffer.getvalue()
-    page = PageParser(client.get(f"/share/{token}").text)
-    assert "Start image yes" in " ".join(page.text["share-settings"].split())
-    assert take.image_path not in client.get(f"/share/{token}").text
+    assert take.image_path not in html
+    create_link(db, "alice", take.id, "http://studio.test")  # and hidden again
+    assert client.get(f"/share/{token}/image").status_code == 404
+
+
+def test_a_share_page_whose_video_file_is_gone_answers_404(db: Database, client: TestClient,
+                                                          tmp_path: Path) -> None:
+    take = finished_take(db, "alice", "soon gone", tmp_path / "work", seed=41)
+    token = share(db, "alice", take.id)
+    assert client.get(f"/share/{token}").status_code == 200
+    db.media.resolve(take.video_path).unlink()
+    assert client.get(f"/share/{token}").status_code == 404
+    assert client.get(f"/share/{token}/video.mp4").status_code == 404
 
 
 @pytest.mark.parametrize("stored", [

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, InvalidRequestError
 from storage_support import JPEG, MP4, png
 
 import storage
-from storage.db import alembic_config, make_engine, upgrade
+from storage.db import alembic_config, head_revisions, make_engine, upgrade
 from storage.models import Base
 from storage.paths import resolve_data_dir
 
@@ -263,7 +263,7 @@ def test_upgrading_a_first_revision_database_keeps_every_row(tmp_path: Path) -> 
         assert shared is not None and shared.id == 1
         links = storage.list_share_links(s, "alice", 1)
         assert [link.token for link in links] == ["tok-one"]
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert {s.execute(text("SELECT version_num FROM alembic_version")).scalar()} == head_revisions()
         # ids keep growing after the rebuild: AUTOINCREMENT survived
         new = storage.add_take(s, "alice", 1, REQUEST)
         assert new.id == 3
@@ -336,3 +336,16 @@ def test_unfinished_takes_become_interrupted_and_lose_partial_files(tmp_path: Pa
         assert not stray_temp.exists()
         after = storage.get_take(s, "alice", done.id)
         assert after is not None and after.status == "completed" and not after.media_missing
+
+
+# One server per data folder ---------------------------------------------------------------------
+
+
+def test_a_second_server_on_a_folder_in_use_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with storage.Database.open(data):
+        with pytest.raises(storage.StorageError, match=r"already using the data folder .*process \d+"):
+            storage.Database.open(data)
+        with storage.Database.open(data, exclusive=False) as side:  # an operator command
+            assert side.recovered == []
+    storage.Database.open(data).close()  # free again once the first one closed

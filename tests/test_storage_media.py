@@ -11,6 +11,7 @@ import pytest
 
 from storage import InvalidInputError, MediaPathError, MediaStore
 from storage.media import TEMP_PREFIX
+from storage_support import jpeg, png
 
 MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + os.urandom(3000)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 200
@@ -29,7 +30,7 @@ def test_write_uses_generated_names_and_relative_paths(media: MediaStore, tmp_pa
     assert media.resolve(relative) == media.root / relative
     assert media.resolve(relative).read_bytes() == MP4
     assert re.fullmatch(r"p3/t17/poster-[0-9a-f]{32}\.jpg", media.write(3, 17, "poster", JPEG))
-    assert re.fullmatch(r"p3/t17/input-[0-9a-f]{32}\.jpg", media.write(3, 17, "image", io.BytesIO(JPEG)))
+    assert re.fullmatch(r"p3/t17/input-[0-9a-f]{32}\.jpg", media.write(3, 17, "image", io.BytesIO(jpeg())))
     assert media.write(3, 17, "video", MP4) != relative  # never guessable from the ids
 
 
@@ -135,7 +136,7 @@ def test_symlinks_are_refused_wherever_they_point(media: MediaStore, tmp_path: P
 
 
 def test_removal_of_a_take_keeps_what_is_asked_and_tidies_folders(media: MediaStore) -> None:
-    image = media.write(4, 8, "image", JPEG)
+    image = media.write(4, 8, "image", jpeg())
     media.write(4, 8, "video", MP4)
     (media.take_dir(4, 8) / f"{TEMP_PREFIX}abc-video.mp4").write_bytes(b"partial")
     media.remove_take_files(4, 8, keep=(image,))
@@ -196,3 +197,36 @@ def test_sweep_never_follows_links_out_of_the_folder(media: MediaStore, tmp_path
     (media.root / "p1").symlink_to(outside, target_is_directory=True)
     assert media.sweep_temp_files() == 0
     assert (outside / f"{TEMP_PREFIX}precious").exists()
+
+
+def test_start_images_are_stored_without_metadata_and_upright(media: MediaStore) -> None:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x0131] = "SecretCam 1.0"  # Software
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to show it upright
+    source = jpeg(exif=exif.tobytes())
+    assert b"SecretCam" in source
+    stored = media.resolve(media.write(1, 1, "image", source)).read_bytes()
+    assert b"SecretCam" not in stored and b"PhoneMaker" not in stored and b"Exif" not in stored
+    with Image.open(io.BytesIO(stored)) as image:
+        assert image.format == "JPEG" and image.size == (8, 16)  # the rotation is in the pixels
+        assert not image.getexif()
+    text_png = io.BytesIO()
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "taken at 51.5N 0.1W by alice")
+    Image.open(io.BytesIO(png())).save(text_png, format="PNG", pnginfo=info)
+    stored_png = media.resolve(media.write(1, 1, "image", text_png.getvalue())).read_bytes()
+    assert b"alice" not in stored_png and stored_png.startswith(b"\x89PNG")
+
+
+def test_an_oversized_start_image_is_refused_before_decoding(media: MediaStore) -> None:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buffer, format="PNG")  # 48 megapixels, a few KiB on disk
+    with pytest.raises(InvalidInputError, match="megapixels"):
+        media.write(1, 1, "image", buffer.getvalue())
+    assert list(media.root.iterdir()) == []

@@ -564,3 +564,73 @@ def test_records_outlive_their_session(db: storage.Database, project: storage.Pr
     # plain values, usable after the session is gone (no detached-instance errors)
     assert listed == [take] and listed[0].prompt == REQUEST["prompt"]
     assert listed[0].queued_at.tzinfo is not None and isinstance(listed[0].request, dict)
+
+
+# Owners, queue counts and cancel requests -------------------------------------------------------
+
+
+def test_reads_create_no_rows_for_a_new_owner(db: storage.Database) -> None:
+    with db.read_session() as s, s.begin():
+        assert storage.get_default_project(s, "newcomer") is None
+        assert storage.count_unfinished(s, "newcomer") == 0
+        assert s.execute(text("SELECT count(*) FROM owners")).scalar() == 0
+    with db.session() as s, s.begin():
+        made = storage.get_or_create_default_project(s, "newcomer")
+    with db.read_session() as s, s.begin():
+        assert storage.get_default_project(s, "newcomer") == made
+
+
+def test_moving_an_owner_carries_its_projects_and_takes(db: storage.Database,
+                                                        project: storage.ProjectRecord) -> None:
+    take = completed_take(db, "alice", project.id)
+    with db.session() as s, s.begin():
+        other = storage.create_project(s, "alice", "Second")
+        assert storage.move_owner(s, "alice", "alice-new-key") == 2
+    with db.read_session() as s, s.begin():
+        assert storage.get_take(s, "alice", take.id) is None
+        moved = storage.get_take(s, "alice-new-key", take.id)
+        assert moved is not None and moved.project_id == project.id and not moved.media_missing
+        assert {p.id for p in storage.list_projects(s, "alice-new-key")} == {project.id, other.id}
+        assert storage.list_projects(s, "alice") == []
+    # into an owner that already has projects: both sets end up together, the old key is gone
+    with db.session() as s, s.begin():
+        storage.create_project(s, "bob", "Bob's")
+        storage.move_owner(s, "alice-new-key", "bob")
+        assert s.execute(text("SELECT count(*) FROM owners WHERE key = 'alice-new-key'")).scalar() == 0
+    with db.read_session() as s, s.begin():
+        assert len(storage.list_projects(s, "bob")) == 3
+        assert storage.get_take(s, "bob", take.id) is not None
+        assert s.execute(text("PRAGMA foreign_key_check")).fetchall() == []
+    with db.session() as s, s.begin():
+        assert storage.move_owner(s, "nobody", "bob") == 0
+
+
+def test_cancel_requests_end_pending_takes_and_flag_running_ones(db: storage.Database,
+                                                                 project: storage.ProjectRecord) -> None:
+    with db.session() as s, s.begin():
+        pending = storage.add_take(s, "alice", project.id, REQUEST)
+        running = storage.start_take(s, "alice", storage.add_take(s, "alice", project.id, REQUEST).id)
+        assert storage.count_unfinished(s, "alice") == 2
+        assert storage.count_unfinished(s, "bob") == 0
+    with db.session() as s, s.begin():
+        with pytest.raises(storage.NotFoundError):
+            storage.request_cancel(s, running.id, owner="bob")  # not bob's take
+        gone = storage.request_cancel(s, pending.id, owner="alice")
+        flagged = storage.request_cancel(s, running.id)  # an operator: any owner
+    assert gone.status == "cancelled" and gone.error and "before it started" in gone.error
+    assert flagged.status == "running" and flagged.cancel_requested
+    with db.session() as s, s.begin():
+        progress = storage.update_progress(s, "alice", running.id, 1, 4)
+        assert progress.cancel_requested  # the run sees it with its next progress write
+        assert storage.count_unfinished(s, "alice") == 1
+        assert storage.find_take(s, running.id) == storage.get_take(s, "alice", running.id)
+
+
+@pytest.mark.parametrize("take_id", [0, -1, 2**63, 10**30])
+def test_ids_outside_the_database_range_are_refused_with_a_sentence(db: storage.Database,
+                                                                    take_id: int) -> None:
+    with db.read_session() as s, s.begin():
+        with pytest.raises(storage.InvalidInputError, match="no take"):
+            storage.get_take(s, "alice", take_id)
+        with pytest.raises(storage.InvalidInputError, match="no take"):
+            storage.find_take(s, take_id)

@@ -33,7 +33,8 @@ def studio(tiny_weights: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture()
 def owner(studio: Studio) -> tuple[str, int]:
     _, key, _, _, _, project_id = studio.handlers.load("")
-    return key, project_id
+    assert project_id is None  # a page load writes nothing; the first take makes the project
+    return key, studio.handlers.project_for_write(key, project_id)
 
 
 def run_all(studio: Studio, owner: tuple[str, int], lineage: Any = None, **overrides: Any) -> list[tuple]:
@@ -88,6 +89,17 @@ def test_presets_follow_the_variant() -> None:
 
 
 # -- owners and views ------------------------------------------------------------------------
+
+def test_a_newcomer_gets_a_project_with_their_first_write_not_their_first_visit(
+        studio: Studio) -> None:
+    browser_key, key, dropdown, items, ids, project_id = studio.handlers.load("")
+    assert project_id is None and items == [] and ids == []
+    assert dropdown["choices"] == [(storage.DEFAULT_PROJECT_NAME, 0)] and dropdown["value"] == 0
+    with studio.db.read_session() as s, s.begin():
+        assert storage.get_default_project(s, key) is None and storage.list_projects(s, key) == []
+    dropdown, _, made = studio.handlers.rename_project(key, 0, "Beach day")  # names the new one
+    assert dropdown["choices"] == [("Beach day", made)] and dropdown["value"] == made
+
 
 def test_owner_keys_and_the_browser_secret(tmp_path: Path) -> None:
     key = new_owner_key()
@@ -208,13 +220,14 @@ def test_projects_create_rename_delete_and_owner_isolation(studio: Studio,
     dropdown, items, ids, _, project_id = studio.handlers.create_project(key, "Night shoot")
     assert items == [] and ids == []
     assert any(label.startswith("Night shoot") for label, _ in dropdown["choices"])
-    dropdown, _ = studio.handlers.rename_project(key, project_id, "Dusk shoot")
+    dropdown, _, same_id = studio.handlers.rename_project(key, project_id, "Dusk shoot")
+    assert same_id == project_id
     assert any(label.startswith("Dusk shoot") for label, _ in dropdown["choices"])
     stranger = new_owner_key()
     with pytest.raises(gr.Error):
         studio.handlers.rename_project(stranger, project_id, "mine now")
     assert studio.handlers.history(stranger, project_id).take_ids == []
-    with pytest.raises(gr.Error, match="Pick a project"):
+    with pytest.raises(gr.Error, match="nothing to delete"):
         studio.handlers.delete_project(key, None)
     dropdown, *_rest, new_id = studio.handlers.delete_project(key, project_id)
     assert new_id != project_id
@@ -289,10 +302,10 @@ def test_share_revoke_and_remix_from_a_link(studio: Studio, owner: tuple[str, in
     monkeypatch.setenv("WAN_STUDIO_PUBLIC_URL", "https://studio.example")
     key, _ = owner
     take_id = run_all(studio, owner, style="claymation")[-1][3]
-    url = studio.handlers.share(key, take_id, None)
+    url = studio.handlers.share(key, take_id, False, None)
     assert url.startswith("https://studio.example/share/")
     with pytest.raises(gr.Error, match="no longer exists"):
-        studio.handlers.share(new_owner_key(), take_id, None)
+        studio.handlers.share(new_owner_key(), take_id, False, None)
     token = url.rsplit("/", 1)[-1]
     visit = gr.Request(request=Request({"type": "http", "method": "GET", "path": "/",
                                         "query_string": f"remix={token}".encode(), "headers": []}))

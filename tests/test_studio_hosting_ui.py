@@ -52,8 +52,8 @@ def test_a_signed_in_person_owns_the_same_projects_on_every_browser(
     profile = gr.OAuthProfile({"preferred_username": "ada", "name": "Ada", "picture": "",
                                "profile": "https://huggingface.co/ada"})
     first_browser, owner, *_ , project_id = bare.handlers.load("", profile)
-    assert owner == hosting.owner_key(profile, first_browser, bare.handlers.secret)
-    assert owner.startswith("hf-") and "ada" not in owner and owner != first_browser
+    assert owner == hosting.owner_key(profile, first_browser, bare.handlers.secrets.server)
+    assert owner.startswith("hf2-") and "ada" not in owner and owner != first_browser
     with bare.db.session() as s, s.begin():
         storage.create_project(s, owner, "Ada's shoot")
     other_browser, same_owner, dropdown, *_ = bare.handlers.load(new_owner_key(), profile)
@@ -61,6 +61,28 @@ def test_a_signed_in_person_owns_the_same_projects_on_every_browser(
     assert "Ada's shoot" in [label for label, _ in dropdown["choices"]]
     assert "Signed in as ada" in bare.handlers.sign_in_note(profile)
     assert "sign in" in bare.handlers.sign_in_note(None)
+
+
+def test_an_account_keeps_its_projects_when_its_key_moves_off_the_public_secret(
+        bare: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio.owners import legacy_account_owner_key
+
+    _space(monkeypatch, sign_in=True)
+    profile = gr.OAuthProfile({"preferred_username": "grace", "name": "Grace", "picture": "",
+                               "profile": "https://huggingface.co/grace"})
+    # Before the server secret existed, grace's key was an HMAC under the browser-state secret,
+    # which every visitor can read in the page config: anyone could compute it.
+    legacy = legacy_account_owner_key("grace", bare.handlers.secrets.browser_state)
+    with bare.db.session() as s, s.begin():
+        old = storage.create_project(s, legacy, "Grace's old shoot")
+    _, owner, dropdown, *_, project_id = bare.handlers.load("", profile)
+    assert owner != legacy and project_id == old.id
+    assert [label for label, _ in dropdown["choices"]] == ["Grace's old shoot"]
+    with bare.db.read_session() as s, s.begin():
+        assert storage.list_projects(s, legacy) == []  # the computable key opens nothing now
+    # and a browser cannot claim either key for itself, even with the public secret
+    assert bare.handlers.load(legacy, None)[1] != legacy
+    assert bare.handlers.load(owner, None)[1] != owner
 
 
 def test_anonymous_use_keeps_the_browser_key(bare: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,7 +103,7 @@ def test_the_sign_in_button_shows_only_on_a_space_with_oauth(
         assert not {"sign-in", "sign-in-note"} & _elem_ids(off.demo)
         assert off.handlers.sign_in_note(None) == ""
         _, owner, *_ = off.handlers.load(new_owner_key(), None)
-        assert not owner.startswith("hf-")
+        assert not owner.startswith(("hf-", "hf2-"))
     finally:
         off.db.close()
     # A Space with hf_oauth: Gradio attaches its real OAuth routes (authlib, from gradio[oauth]);

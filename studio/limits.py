@@ -1,0 +1,148 @@
+"""What one visitor may ask of a shared studio: request size, queued takes, work per take.
+
+- `BodyLimit`: an ASGI middleware refusing request bodies over a cap with 413 and a sentence,
+  before anything is parsed or decoded (the JSON of `/generate` carries data-URL images).
+- `Limits`: how many takes an owner may have queued or running, and how much work one take may be
+  (width x height x frames x steps), per variant and device, read from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping
+
+from pipelines.errors import RequestError
+from pipelines.request import GenerationRequest
+from pipelines.variants import VARIANTS, get_variant
+
+MiB = 1024 * 1024
+MAX_IMAGE_BYTES = 20 * MiB  # an uploaded or data-URL start image, decoded
+# base64 grows bytes by 4/3; the rest of a /generate body is a few KiB of settings
+MAX_DATA_URL_CHARS = 4 * -(-MAX_IMAGE_BYTES // 3) + 64
+MAX_BODY_BYTES = MAX_DATA_URL_CHARS + 2 * MiB
+
+QUEUE_ENV = "WAN_STUDIO_MAX_QUEUED"
+WORK_SCALE_ENV = "WAN_STUDIO_WORK_LIMIT"
+DEFAULT_MAX_QUEUED = 3
+# Work a take may be, in width x height x frames x steps. On a GPU: twice the official default
+# run of the variant (a 720p 81-frame 40-step A14B take is 3.0e9). On a CPU only the demo weights
+# are worth running: a 128x128, 49-frame, 40-step take (23 times the demo's default) takes a minute.
+_GPU_WORK_FACTOR = 2.0
+_CPU_WORK = 128 * 128 * 49 * 40
+
+
+def _official_work(variant_id: str) -> float:
+    spec = get_variant(variant_id)
+    width, height = spec.default_size
+    return float(width * height * spec.frames * spec.steps)
+
+
+WORK_LIMITS: dict[str, dict[str, float]] = {
+    variant_id: {"cuda": _GPU_WORK_FACTOR * _official_work(variant_id), "cpu": float(_CPU_WORK)}
+    for variant_id in VARIANTS
+}
+
+
+def work(request: GenerationRequest) -> int:
+    """The work of one take: width x height x frames x steps."""
+    return request.width * request.height * request.frames * request.steps
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-owner queue length and per-take work caps (scale 0 turns the work cap off)."""
+
+    max_queued: int = DEFAULT_MAX_QUEUED
+    work_scale: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Limits":
+        """Read WAN_STUDIO_MAX_QUEUED (takes per owner) and WAN_STUDIO_WORK_LIMIT (a multiplier of
+        the work caps; 0 turns them off), refusing values that are not numbers."""
+        env = os.environ if env is None else env
+        try:
+            max_queued = int(env.get(QUEUE_ENV, DEFAULT_MAX_QUEUED))
+            scale = float(env.get(WORK_SCALE_ENV, 1.0))
+        except ValueError:
+            raise ValueError(f"{QUEUE_ENV} must be a whole number and {WORK_SCALE_ENV} a number "
+                             "(0 turns the work cap off).") from None
+        if max_queued < 1 or scale < 0:
+            raise ValueError(f"{QUEUE_ENV} must be at least 1 and {WORK_SCALE_ENV} at least 0.")
+        return cls(max_queued, scale)
+
+    def check_work(self, request: GenerationRequest, device: str) -> None:
+        """Refuse a take bigger than this studio runs on `device`, saying the limit."""
+        if self.work_scale == 0:
+            return
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        limit = WORK_LIMITS[request.variant][kind] * self.work_scale
+        if work(request) > limit:
+            raise RequestError(
+                f"This take is too big for this studio: {request.width}x{request.height}, "
+                f"{request.frames} frames and {request.steps} steps is {work(request) / 1e6:,.0f} "
+                f"million pixel-steps, and {request.variant} on {kind.upper()} here takes at most "
+                f"{limit / 1e6:,.0f} million; lower the size, frames or steps.", "steps")
+
+    def queue_full_message(self) -> str:
+        """What an owner with too many takes waiting is told."""
+        takes = "take" if self.max_queued == 1 else "takes"
+        return (f"You already have {self.max_queued} {takes} queued or running, the most this "
+                "studio allows; wait for one to finish or cancel one.")
+
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: HTTP request bodies over `max_bytes` get 413 and a sentence, unread."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def watched(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"error": f"The request is larger than {self.max_bytes // MiB} MiB; "
+                                    "send a smaller image (at most "
+                                    f"{MAX_IMAGE_BYTES // MiB} MiB)."}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
