@@ -104,6 +104,7 @@ class Runner:
         self.save_wait_s = save_wait_s
         self._discard_input = discard_input or (lambda path: None)
         self._slot = _FairSlot()
+        self._unrecorded: list[tuple[str, int, str, str]] = []  # (owner, take, status, error)
         self._jobs: dict[int, Job] = {}
         self._jobs_lock = threading.Lock()
 
@@ -113,6 +114,7 @@ class Runner:
               parent_id: int | None = None, parent_kind: str | None = None) -> Job:
         """Add the take as pending (its start image copied into the media store, the scratch copy
         let go); raises QueueFull when the owner has `max_queued` takes waiting or running."""
+        self._record_unrecorded()  # a take that ended while the disk was full must not count
         try:
             with self.db.session() as s, s.begin():
                 # One write transaction: two tabs submitting at once cannot both slip under the cap.
@@ -350,17 +352,40 @@ class Runner:
         return self._write_video, self._write_poster
 
     def _finish(self, job: Job, status: str, error: str) -> storage.TakeRecord | None:
-        """Mark the take failed or cancelled; if even that cannot be written, the row is left for
-        start-up recovery (it becomes interrupted) and the stream still ends."""
+        """Mark the take failed or cancelled. If even that cannot be written (the disk is full),
+        the stream still ends, and the write is tried again before the next take starts (or, if
+        the studio stops first, start-up recovery marks it interrupted)."""
         try:
-            with self.db.session() as s, s.begin():
-                return storage.finish_take(s, job.owner, job.take_id, status, error=error)
-        except storage.TransitionError:  # it already ended (a queued take cancelled in storage)
-            with self.db.read_session() as s, s.begin():
-                return storage.get_take(s, job.owner, job.take_id)
+            return self._write_end(job.owner, job.take_id, status, error)
         except Exception as exc:  # noqa: BLE001 - recording the end must never stop the studio
             log.error("could not mark take %s %s: %s", job.take_id, status, exc)
+            with self._jobs_lock:
+                self._unrecorded.append((job.owner, job.take_id, status, error))
             return None
+
+    def _write_end(self, owner: str, take_id: int, status: str, error: str) -> storage.TakeRecord | None:
+        try:
+            with self.db.session() as s, s.begin():
+                return storage.finish_take(s, owner, take_id, status, error=error)
+        except storage.TransitionError:  # it already ended (a queued take cancelled in storage)
+            with self.db.read_session() as s, s.begin():
+                return storage.get_take(s, owner, take_id)
+
+    def _record_unrecorded(self) -> None:
+        """Write the ends of takes that could not be recorded when they ended; those that still
+        cannot be written (the disk is still full) wait for the next try."""
+        with self._jobs_lock:
+            waiting, self._unrecorded = self._unrecorded, []
+        for owner, take_id, status, error in waiting:
+            try:
+                self._write_end(owner, take_id, status, error)
+            except storage.DatabaseError as exc:
+                log.warning("take %s is still not recorded as %s: %s", take_id, status, exc)
+                with self._jobs_lock:
+                    self._unrecorded.append((owner, take_id, status, error))
+            except Exception as exc:  # noqa: BLE001 - start-up recovery is the last resort
+                log.error("take %s cannot be recorded as %s (%s); a restart marks it "
+                          "interrupted", take_id, status, exc)
 
 
 class _FairSlot:
