@@ -94,6 +94,27 @@ def read_settings(path: Path) -> dict[str, Any]:
     return settings
 
 
+def rewrite_settings(path: Path, metadata: Mapping[str, Any]) -> Path:
+    """Replace an MP4's embedded settings without re-encoding (the video stream is copied)."""
+    path = Path(path)
+    comment = _settings_json(metadata)
+    try:
+        with av.open(str(_existing(path))) as source, _atomic_target(path) as tmp:
+            if not source.streams.video:
+                raise VideoFileError(f"{path.name} holds no video stream.")
+            with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+                out.metadata[SETTINGS_TAG] = comment
+                stream = out.add_stream_from_template(source.streams.video[0])
+                for packet in source.demux(source.streams.video[0]):
+                    if packet.dts is None:  # the demuxer's end-of-stream marker
+                        continue
+                    packet.stream = stream
+                    out.mux(packet)
+    except av.FFmpegError as exc:
+        raise VideoFileError(f"{path.name} cannot be read as a video ({exc.strerror}).") from exc
+    return path
+
+
 def read_frames(path: Path) -> np.ndarray:
     """All frames of the first video stream as uint8 (T, H, W, 3) RGB."""
     frames = list(_decode(path))

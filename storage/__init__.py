@@ -86,6 +86,7 @@ from .repositories import (
     delete_take,
     find_take,
     finish_take,
+    forget_stored_path,
     get_default_project,
     get_or_create_default_project,
     get_project,
@@ -103,6 +104,7 @@ from .repositories import (
     revoke_share_link,
     set_favourite,
     start_take,
+    takes_with_stored_paths,
     update_progress,
 )
 from .transfer import export_project, import_project
@@ -113,7 +115,8 @@ __all__ = [
     "ProjectRecord", "TakeRecord", "ShareLinkRecord", "TakeStatus",
     "create_project", "rename_project", "delete_project", "get_project", "list_projects",
     "get_default_project", "get_or_create_default_project", "move_owner",
-    "add_take", "count_unfinished", "find_take", "request_cancel", "list_unfinished", "start_take", "update_progress", "finish_take", "set_favourite", "delete_take",
+    "add_take", "count_unfinished", "find_take", "request_cancel", "list_unfinished",
+    "takes_with_stored_paths", "forget_stored_path", "start_take", "update_progress", "finish_take", "set_favourite", "delete_take",
     "get_take", "list_takes", "lineage",
     "create_share_link", "revoke_share_link", "list_share_links", "resolve_share_link",
     "resolve_share",

@@ -330,6 +330,26 @@ def interrupt_unfinished(session: Session) -> list[int]:
     return [take.id for take in takes]
 
 
+def takes_with_stored_paths(session: Session, limit: int = MAX_PAGE) -> list[TakeRecord]:
+    """Takes whose stored request still names a start image's path (written by older studios)."""
+    limit, _ = check_page(limit, 0)
+    holds_path = type_coerce(_TAKES.c.request, Text).like('%"image_path": "%')
+    rows = session.execute(_TAKE_ROW.where(holds_path).order_by(_TAKES.c.id).limit(limit)).all()
+    media, memo = filehooks.media_of(session), {}
+    return [_row_record(row, media, memo) for row in rows]
+
+
+def forget_stored_path(session: Session, take_id: int) -> TakeRecord:
+    """Drop the start image's path from a take's stored request (the image itself stays)."""
+    take_id = check_id(take_id, "take")
+    take = session.get(Take, take_id)
+    if take is None:
+        raise NotFoundError("That take was not found.")
+    take.request = {**take.request, "image_path": None}
+    session.flush()
+    return _take_record(session, take)
+
+
 def count_unfinished(session: Session, owner: str) -> int:
     """How many of the owner's takes are pending or running (for the per-owner queue limit)."""
     owner = check_owner(owner)

@@ -16,6 +16,7 @@ from pipelines.manager import ModelManager
 
 from .handlers import Handlers
 from .limits import MAX_IMAGE_BYTES, BodyLimit, Limits, MiB
+from .maintenance import forget_stored_paths
 from .media_links import media_routes
 from .owners import load_secrets
 from .placeholders import write_placeholders
@@ -61,6 +62,7 @@ def build_studio(data_dir: Path, weights: Mapping[str, str], *,
     limits = limits or Limits.from_env()
     db = storage.Database.open(data_dir)
     try:
+        forget_stored_paths(db)
         secrets = load_secrets(data_dir)
         scratch = ScratchSpace(data_dir)
         manager = manager or ModelManager(weights, cache_dir=data_dir / "cache")

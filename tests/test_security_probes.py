@@ -20,11 +20,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import psutil
 import pytest
 from gradio_client import Client
@@ -32,7 +34,6 @@ from PIL import Image
 
 import storage
 from pipelines.video import read_settings
-from studio import forms
 from studio.limits import MAX_BODY_BYTES, Limits
 from studio.media_links import MediaSigner
 from studio.owners import account_owner_key, legacy_account_owner_key, new_owner_key
@@ -586,3 +587,39 @@ def test_fault_injection_a_database_error_in_the_final_write_frees_the_slot(
             assert storage.get_take(s, owner, outputs[-1][3]).status == "failed"
     finally:
         studio.close()
+
+
+# -- 8. what older studios stored ----------------------------------------------------------------
+
+def test_paths_stored_by_older_studios_are_cleaned_at_start_up(tiny_weights: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    from pipelines.video import read_frames, write_mp4
+    from share_support import tiny_request
+
+    data = tmp_path / "data"
+    leaked = "/tmp/gradio/3f2a/holiday-at-grandmas-house.png"
+    with storage.Database.open(data) as db:
+        request = {**tiny_request("an old take").to_dict(), "image_path": leaked}
+        frames = (np.arange(9 * 48 * 64 * 3) % 251).astype(np.uint8).reshape(9, 48, 64, 3)
+        video = write_mp4(frames, tmp_path / "old.mp4", 24, request)
+        with db.session() as s, s.begin():
+            project = storage.get_or_create_default_project(s, "old-owner-key-123456")
+            take = storage.add_take(s, "old-owner-key-123456", project.id, request)
+            storage.start_take(s, "old-owner-key-123456", take.id)
+            take = storage.finish_take(s, "old-owner-key-123456", take.id, "completed",
+                                       video=video, poster=None)
+        stored = db.media.resolve(take.video_path)
+        assert b"holiday" in stored.read_bytes()
+    studio = build_studio(data, weights_map(tiny_weights))
+    try:
+        assert b"holiday" not in stored.read_bytes()
+        assert read_settings(stored)["image_path"] is None
+        assert (read_frames(stored) == read_frames(video)).all(), "the video itself is untouched"
+        with studio.db.read_session() as s, s.begin():
+            again = storage.get_take(s, "old-owner-key-123456", take.id)
+        assert again.request["image_path"] is None and "holiday" not in again.request_json
+        assert again.request["prompt"] == "an old take"
+    finally:
+        studio.close()
+    record("Start-image paths in recipes and MP4s stored by an older studio", 1,
+           "removed at start-up; the video stream copied unchanged")

@@ -1,0 +1,49 @@
+"""Start-up upkeep of what older studios stored: start-image paths in recipes and MP4s.
+
+Studios before the recipe kept the start image's upload path (often the upload's own file name)
+in each take's stored request and in its MP4's embedded settings, which a share link hands to
+anyone. At start-up, every such take's stored request loses the path, and its MP4 is rewritten
+with the cleaned settings (the video stream copied, not re-encoded).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import storage
+from pipelines.video import VideoFileError, read_settings, rewrite_settings
+
+log = logging.getLogger(__name__)
+
+
+def forget_stored_paths(db: storage.Database) -> int:
+    """Clean every take whose recipe or MP4 still names a start image's path; returns how many."""
+    cleaned: set[int] = set()
+    while True:
+        with db.read_session() as s, s.begin():
+            takes = [t for t in storage.takes_with_stored_paths(s) if t.id not in cleaned]
+        if not takes:
+            return len(cleaned)
+        for take in takes:
+            cleaned.add(take.id)
+            if take.video_path and not take.media_missing:
+                try:
+                    video = db.media.resolve(take.video_path)
+                    rewrite_settings(video, _without_path(read_settings(video)))
+                except (VideoFileError, OSError, storage.StorageError) as exc:
+                    log.warning("take %s: its MP4 keeps its old settings (%s)", take.id, exc)
+            try:
+                with db.session() as s, s.begin():
+                    storage.forget_stored_path(s, take.id)
+            except storage.StorageError as exc:
+                log.warning("take %s: its stored request keeps the path for now (%s)", take.id, exc)
+
+
+def _without_path(settings: dict[str, Any]) -> dict[str, Any]:
+    """MP4 settings with the start image's path removed, in either the studio's flat shape or the
+    command line's {"request": ...} shape."""
+    if isinstance(settings.get("request"), dict):
+        return {**settings, "request": {**settings["request"], "image_path": None}}
+    return {**settings, "image_path": None}
