@@ -71,37 +71,50 @@ Errors: every failure is a `StorageError` whose message is one sentence for the 
 from __future__ import annotations
 
 from .db import Database
-from .errors import DatabaseError, InvalidInputError, MediaPathError, NotFoundError, StorageError, TransitionError
+from .errors import DatabaseError, InvalidInputError, LeaseLostError, MediaPathError, NotFoundError, StorageError, TransitionError
 from .media import MediaStore
 from .paths import resolve_data_dir
 from .records import ProjectRecord, ShareLinkRecord, TakeRecord, TakeStatus
-from .repositories import (
-    CANCELLED_BEFORE_START,
+from .projects import (
     DEFAULT_PROJECT_NAME,
-    add_take,
-    count_unfinished,
     create_project,
-    create_share_link,
     delete_project,
-    delete_take,
-    find_take,
-    finish_take,
-    forget_stored_path,
     get_default_project,
     get_or_create_default_project,
     get_project,
-    get_take,
-    lineage,
     list_projects,
-    list_share_links,
-    list_takes,
-    list_unfinished,
     move_owner,
     rename_project,
+)
+from .queue import (
+    CANCELLED_BEFORE_START,
+    LEASE_S,
+    claim_next,
+    count_unfinished,
+    end_claimed,
+    find_take,
+    list_unfinished,
+    queue_positions,
+    release_expired,
+    renew_lease,
     request_cancel,
+)
+from .shares import (
+    create_share_link,
+    list_share_links,
     resolve_share,
     resolve_share_link,
     revoke_share_link,
+)
+from .takes import (
+    INTERRUPTED_MESSAGE,
+    add_take,
+    delete_take,
+    finish_take,
+    forget_stored_path,
+    get_take,
+    lineage,
+    list_takes,
     set_favourite,
     start_take,
     takes_with_stored_paths,
@@ -111,12 +124,14 @@ from .transfer import export_project, import_project
 
 __all__ = [
     "Database", "MediaStore", "resolve_data_dir",
-    "StorageError", "DatabaseError", "NotFoundError", "InvalidInputError", "TransitionError", "MediaPathError",
+    "StorageError", "DatabaseError", "NotFoundError", "LeaseLostError", "InvalidInputError", "TransitionError", "MediaPathError",
     "ProjectRecord", "TakeRecord", "ShareLinkRecord", "TakeStatus",
     "create_project", "rename_project", "delete_project", "get_project", "list_projects",
-    "get_default_project", "get_or_create_default_project", "move_owner",
+    "get_default_project", "get_or_create_default_project", "move_owner", "DEFAULT_PROJECT_NAME",
+    "CANCELLED_BEFORE_START", "INTERRUPTED_MESSAGE",
     "add_take", "count_unfinished", "find_take", "request_cancel", "list_unfinished",
-    "takes_with_stored_paths", "forget_stored_path", "start_take", "update_progress", "finish_take", "set_favourite", "delete_take",
+    "takes_with_stored_paths", "forget_stored_path",
+    "LEASE_S", "claim_next", "renew_lease", "end_claimed", "release_expired", "queue_positions", "start_take", "update_progress", "finish_take", "set_favourite", "delete_take",
     "get_take", "list_takes", "lineage",
     "create_share_link", "revoke_share_link", "list_share_links", "resolve_share_link",
     "resolve_share",

@@ -18,8 +18,9 @@ except ImportError:  # Windows: no advisory locks; every open recovers
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import (ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError,
+                            OperationalError)
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import filehooks
@@ -34,6 +35,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 LOCK_FILENAME = "studio.lock"
 BUSY_TIMEOUT_MS = 15_000
 _BEGIN_OPTION = "storage_begin"
+_MIGRATION_LOCK = 0x57414E  # "WAN": the advisory lock PostgreSQL migrations take
 
 
 def make_engine(path: Path, *, foreign_keys: bool = True) -> Engine:
@@ -155,7 +157,8 @@ class StudioSession(Session):
 
 
 class Database:
-    """One data folder: `studio.db` (SQLite through SQLAlchemy) plus the media store."""
+    """One data folder (media, and `studio.db` for SQLite) and the database of its takes:
+    SQLite in that folder by default, or PostgreSQL shared by several processes and machines."""
 
     def __init__(self, data_dir: Path, engine: Engine, media: MediaStore) -> None:
         self.data_dir = data_dir
@@ -169,17 +172,26 @@ class Database:
             autobegin=False, expire_on_commit=False)
         filehooks.install(self._sessions, media)
         filehooks.install(self._read_sessions, media)
+        self.requeued: list[int] = []
         self.recovered: list[int] = []
         self._lock: _FolderLock | None = None
 
-    @classmethod
-    def open(cls, data_dir: str | Path, exclusive: bool = True) -> "Database":
-        """Create the folder if needed, check and migrate the file, and recover interrupted takes.
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may use this database at once (PostgreSQL)."""
+        return self.engine.dialect.name != "sqlite"
 
-        `exclusive` (a server): hold the folder's lock, or refuse with a sentence when another
-        process holds it, since two servers would each take the other's running takes for
-        interrupted ones. `exclusive=False` (operator commands) opens beside a running server and
-        recovers nothing.
+    @classmethod
+    def open(cls, data_dir: str | Path, exclusive: bool = True, url: str | None = None) -> "Database":
+        """Create the folder if needed, check and migrate the database, and recover takes.
+
+        `url`: a PostgreSQL URL (`postgresql+psycopg://user@host/db`) shared by the studio and its
+        workers; None for SQLite in `data_dir/studio.db`. With SQLite, `exclusive` (a server)
+        holds the folder's lock, or refuses with a sentence when another process holds it (two
+        servers would each take the other's running takes for dead ones), and takes left running
+        by a killed process are queued again once; `exclusive=False` (operator commands) opens
+        beside a running server and recovers nothing. With PostgreSQL, processes share the
+        database on purpose: only takes whose worker's lease ran out are recovered.
         """
         data_dir = Path(data_dir)
         try:
@@ -189,6 +201,8 @@ class Database:
                                "choose another with --data-dir.") from exc
         if not data_dir.is_dir():
             raise StorageError(f"The data folder {data_dir} is not a folder; choose another with --data-dir.")
+        if url and not url.startswith("sqlite"):
+            return cls._open_shared(data_dir, url)
         lock = None
         if exclusive:  # before migrating: two servers starting at once must not both upgrade
             lock = _FolderLock.try_acquire(data_dir / LOCK_FILENAME)
@@ -211,11 +225,38 @@ class Database:
             database = cls(data_dir, make_engine(path), media)
             database._lock = lock
             if lock is not None:
-                database.recovered = database.recover_interrupted()
+                database.recover(everyone=True)
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
+        return database
+
+    @classmethod
+    def _open_shared(cls, data_dir: Path, url: str) -> "Database":
+        """Open (and migrate, one process at a time) a PostgreSQL database."""
+        engine = make_shared_engine(url)
+        where = _where(url)
+        try:
+            with engine.begin() as connection:
+                # Several processes may start at once: one migrates, the others wait for it.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+                current = _revisions(connection)
+                unknown = sorted(current - known_revisions())
+                if unknown:
+                    raise StorageError(f"The database at {where} was written by a newer Wan Studio "
+                                       f"(schema {', '.join(unknown)}); upgrade Wan Studio.")
+                if current != head_revisions():
+                    command.upgrade(alembic_config(connection), "head")
+        except DBAPIError as exc:
+            engine.dispose()
+            raise StorageError(f"Cannot use the database at {where} ({_reason(exc)}); check "
+                               "--database-url and that PostgreSQL is running.") from exc
+        except BaseException:
+            engine.dispose()
+            raise
+        database = cls(data_dir, engine, MediaStore(data_dir / MEDIA_DIRNAME))
+        database.recover(everyone=False)
         return database
 
     def session(self) -> Session:
@@ -226,13 +267,17 @@ class Database:
         """A session for reads that never waits on writers: `with db.read_session() as s, s.begin():`."""
         return self._read_sessions()
 
-    def recover_interrupted(self) -> list[int]:
-        """Mark takes left pending or running as interrupted and remove their partial files."""
-        from .repositories import interrupt_unfinished
+    def recover(self, everyone: bool = False) -> None:
+        """Queue again (once) the takes whose worker died, and remove partial files.
 
-        self.media.sweep_temp_files()
+        `everyone`: every running take's worker is known to be gone (a lone studio starting).
+        """
+        from .queue import release_expired
+
+        if everyone:
+            self.media.sweep_temp_files()
         with self.session() as session, session.begin():
-            return interrupt_unfinished(session)
+            self.requeued, self.recovered = release_expired(session, everyone=everyone)
 
     def close(self) -> None:
         """Release every connection and the folder lock (the files stay as they are)."""
@@ -247,6 +292,41 @@ class Database:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def make_shared_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for PostgreSQL (psycopg 3), checking connections before use so a
+    database restart costs a retry, not an error."""
+    try:
+        return create_engine(url, json_serializer=dump_json, pool_size=8, max_overflow=32,
+                             pool_pre_ping=True)
+    except (ArgumentError, ImportError, NoSuchModuleError) as exc:
+        raise StorageError(f"The database URL is not usable ({exc}); give one like "
+                           "postgresql+psycopg://user@host:5432/wanstudio, with psycopg "
+                           "installed (pip install 'psycopg[binary]').") from None
+
+
+def _revisions(connection: Any) -> set[str]:
+    has_table = connection.exec_driver_sql(
+        "SELECT to_regclass('alembic_version') IS NOT NULL").scalar()
+    if not has_table:
+        return set()
+    return {row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")}
+
+
+def _where(url: str) -> str:
+    """host:port/database of a URL, never its password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "the given URL"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The driver's first line, without anything after (it may echo the connection string)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 def _holder(path: Path) -> str:

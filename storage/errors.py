@@ -19,6 +19,10 @@ class TransitionError(StorageError):
     """A take cannot move from its current status to the one asked for."""
 
 
+class LeaseLostError(StorageError):
+    """A worker acted on a take that is no longer its own (its lease ran out, or it ended)."""
+
+
 class MediaPathError(StorageError):
     """A stored media path would resolve outside the media folder."""
 

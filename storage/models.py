@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -24,6 +25,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from .records import TakeStatus
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -35,8 +38,9 @@ NAMING_CONVENTION = {
 OWNER_MAX = 256
 NAME_MAX = 200
 TOKEN_MAX = 64
+WORKER_MAX = 128
 MEDIA_PATH_MAX = 255
-STATUSES = ("pending", "running", "completed", "failed", "cancelled", "interrupted")
+STATUSES = tuple(status.value for status in TakeStatus)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -66,6 +70,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# Ids and seeds are 64-bit everywhere: SQLite's INTEGER already is (and an INTEGER PRIMARY KEY
+# must stay INTEGER to be the rowid), PostgreSQL's INTEGER is not (seeds reach 2**32 - 1).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
     """Declarative base carrying the constraint naming convention Alembic relies on."""
 
@@ -79,6 +88,9 @@ class Owner(Base):
 
     key: Mapped[str] = mapped_column(String(OWNER_MAX), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When a worker last took one of this owner's takes: the queue serves the owner whose turn
+    # is oldest first (round robin across owners, not first come first served).
+    last_served_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Project(Base):
@@ -92,7 +104,7 @@ class Project(Base):
         {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
     owner: Mapped[str] = mapped_column(
         String(OWNER_MAX), ForeignKey("owners.key", ondelete="CASCADE", onupdate="CASCADE"))
     name: Mapped[str] = mapped_column(String(NAME_MAX))
@@ -119,12 +131,12 @@ class Take(Base):
         {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    project_id: Mapped[int] = mapped_column(Id)
     owner: Mapped[str] = mapped_column(String(OWNER_MAX))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     variant: Mapped[str] = mapped_column(String(32))
-    seed: Mapped[int | None] = mapped_column(Integer)
+    seed: Mapped[int | None] = mapped_column(Id)
     prompt: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default="pending")
     error: Mapped[str | None] = mapped_column(Text)
@@ -137,12 +149,17 @@ class Take(Base):
     poster_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
     image_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
     parent_id: Mapped[int | None] = mapped_column(
-        Integer, ForeignKey("takes.id", ondelete="SET NULL"))
+        Id, ForeignKey("takes.id", ondelete="SET NULL"))
     parent_kind: Mapped[str | None] = mapped_column(String(16))
     favourite: Mapped[bool] = mapped_column(default=False)
     # Set by whoever asks a take to stop (its owner, an operator, another process); the run
     # reads it with each step's progress write.
     cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The worker running it and until when its lease holds; a worker renews the lease while it
+    # runs, so an expired lease means the worker died and the take goes back to the queue.
+    worker: Mapped[str | None] = mapped_column(String(WORKER_MAX))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ShareLink(Base):
@@ -152,7 +169,7 @@ class ShareLink(Base):
     __table_args__ = (Index("ix_share_links_take_id", "take_id"),)
 
     token: Mapped[str] = mapped_column(String(TOKEN_MAX), primary_key=True)
-    take_id: Mapped[int] = mapped_column(Integer, ForeignKey("takes.id", ondelete="CASCADE"))
+    take_id: Mapped[int] = mapped_column(Id, ForeignKey("takes.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     include_image: Mapped[bool] = mapped_column(default=False, server_default=false())  # start image on the page

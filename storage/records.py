@@ -31,8 +31,9 @@ PARENT_KINDS: tuple[str, ...] = ("remix", "continue")
 TRANSITIONS: dict[TakeStatus, frozenset[TakeStatus]] = {
     TakeStatus.PENDING: frozenset({TakeStatus.RUNNING, TakeStatus.FAILED, TakeStatus.CANCELLED,
                                    TakeStatus.INTERRUPTED}),
+    # running -> pending: its worker died and the take is queued again (storage.queue)
     TakeStatus.RUNNING: frozenset({TakeStatus.COMPLETED, TakeStatus.FAILED, TakeStatus.CANCELLED,
-                                   TakeStatus.INTERRUPTED}),
+                                   TakeStatus.INTERRUPTED, TakeStatus.PENDING}),
     TakeStatus.COMPLETED: frozenset(),
     TakeStatus.FAILED: frozenset(),
     TakeStatus.CANCELLED: frozenset(),
@@ -79,6 +80,8 @@ class TakeRecord:
     favourite: bool
     media_missing: bool  # a file this row names is not on disk
     cancel_requested: bool = False  # someone asked it to stop; the run stops at its next step
+    worker: str | None = None  # the worker running it, while it runs
+    attempts: int = 0  # how many times a worker has taken it
 
     @cached_property
     def request(self) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from . import filehooks
 from .errors import InvalidInputError
 from .models import Project, Take, utcnow
 from .records import PARENT_KINDS, UNFINISHED, ProjectRecord, TakeStatus
-from .repositories import INTERRUPTED_MESSAGE, _ensure_owner, _project_row, get_project
+from .projects import get_project
+from .rows import ensure_owner, project_row
+from .takes import INTERRUPTED_MESSAGE
 from .validation import check_name, check_owner, check_request, clip_error
 
 FORMAT = "wan-studio-project"
@@ -34,7 +36,7 @@ def export_project(session: Session, owner: str, project_id: int, zip_path: str 
     The zip holds project.json (the project, every take's request, status, times and lineage)
     and the takes' media. Share links stay behind: they belong to this deployment.
     """
-    project = _project_row(session, owner, project_id)
+    project = project_row(session, owner, project_id)
     media = filehooks.media_of(session)
     takes = session.scalars(select(Take).where(Take.project_id == project.id).order_by(Take.id)).all()
     keys = {take.id: index for index, take in enumerate(takes, start=1)}
@@ -92,7 +94,7 @@ def import_project(session: Session, owner: str, zip_path: str | os.PathLike[str
     with archive:
         manifest = _read_manifest(archive)
         info = manifest["project"]
-        _ensure_owner(session, owner)
+        ensure_owner(session, owner)
         project = Project(owner=owner, name=check_name(info.get("name")),
                           created_at=_time(info.get("created_at"), "project created_at") or utcnow(),
                           updated_at=_time(info.get("updated_at"), "project updated_at") or utcnow())

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidInputError
-from .models import NAME_MAX, OWNER_MAX, TOKEN_MAX, dump_json
+from .models import NAME_MAX, OWNER_MAX, TOKEN_MAX, WORKER_MAX, dump_json
 
 MAX_PAGE = 200
 MAX_ID = 2**63 - 1  # the largest id SQLite and PostgreSQL (bigint) can hold
@@ -28,6 +28,15 @@ def check_owner(owner: Any) -> str:
     if any(ch.isspace() or not ch.isprintable() for ch in owner):
         raise InvalidInputError("The owner key may not contain spaces or control characters.")
     return owner
+
+
+def check_worker(worker: Any) -> str:
+    """A worker's name: 1 to 128 printable characters (host:pid:random, say)."""
+    if not isinstance(worker, str) or not worker or len(worker) > WORKER_MAX:
+        raise InvalidInputError(f"A worker needs a name of 1 to {WORKER_MAX} characters.")
+    if any(not ch.isprintable() for ch in worker):
+        raise InvalidInputError("A worker's name may not contain control characters.")
+    return worker
 
 
 def check_name(name: Any, what: str = "project name") -> str:
@@ -68,8 +77,15 @@ def check_page(limit: Any, offset: Any) -> tuple[int, int]:
     return limit, offset
 
 
+def request_core(stored: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The generation settings inside a stored request: a recipe keeps them under "request"."""
+    inner = stored.get("request")
+    return inner if isinstance(inner, Mapping) else stored
+
+
 def check_request(request: Any) -> dict[str, Any]:
-    """A JSON-clean copy of a request dict holding at least a text `variant`."""
+    """A JSON-clean copy of a request dict (or a recipe holding one under "request") with at
+    least a text `variant`."""
     if not isinstance(request, Mapping):
         raise InvalidInputError("The request to store must be a dict (GenerationRequest.to_dict()).")
     try:
@@ -79,14 +95,15 @@ def check_request(request: Any) -> dict[str, Any]:
     if len(text.encode("utf-8")) > MAX_REQUEST_BYTES:
         raise InvalidInputError(f"The request is larger than {MAX_REQUEST_BYTES // 1024} KiB.")
     clean = json.loads(text)
-    variant = clean.get("variant")
+    core = request_core(clean)
+    variant = core.get("variant")
     if not isinstance(variant, str) or not variant or len(variant) > 32:
         raise InvalidInputError("The request must name its variant (for example 'ti2v-5b').")
-    seed = clean.get("seed")
+    seed = core.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
                              or not 0 <= seed < 2**63):
         raise InvalidInputError("The request's seed must be a non-negative whole number.")
-    prompt = clean.get("prompt", "")
+    prompt = core.get("prompt", "")
     if not isinstance(prompt, str):
         raise InvalidInputError("The request's prompt must be text.")
     return clean

@@ -9,7 +9,6 @@ with the cleaned settings (the video stream copied, not re-encoded).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import storage

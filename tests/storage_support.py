@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import secrets
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from PIL import Image
@@ -43,3 +46,74 @@ def open_copy(folder: Path, template: Path) -> storage.Database:
     folder.mkdir(parents=True)
     shutil.copyfile(template, folder / "studio.db")
     return storage.Database.open(folder)
+
+
+# PostgreSQL -------------------------------------------------------------------------------------
+
+POSTGRES_ENV = "WAN_STUDIO_TEST_DATABASE_URL"
+NO_POSTGRES = (f"PostgreSQL is not running for the tests: `source .ci/postgres start` starts a "
+               f"throwaway cluster and sets {POSTGRES_ENV} (.ci/run does)")
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> str:
+    """A migrated PostgreSQL database to copy per test; skips when no server is configured."""
+    import os
+
+    admin = os.environ.get(POSTGRES_ENV)
+    if not admin:
+        pytest.skip(NO_POSTGRES)
+    name = f"wan_template_{secrets.token_hex(4)}"
+    _admin_sql(admin, f'CREATE DATABASE "{name}"')
+    storage.Database.open(Path(tempfile_dir()) / "template", url=_with_database(admin, name)).close()
+    yield name
+    _admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def postgres_database(template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database copied from the migrated template; its URL, dropped after."""
+    import os
+
+    admin = os.environ[POSTGRES_ENV]
+    name = f"wan_test_{secrets.token_hex(6)}"
+    _admin_sql(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield _with_database(admin, name)
+    finally:
+        _admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def open_backend(backend: str, folder: Path, template: Path | str | None) -> Iterator[storage.Database]:
+    """Open a fresh database of `backend` ("sqlite" or "postgresql") for `folder`'s media."""
+    if backend == "sqlite":
+        with open_copy(folder, template) as database:  # type: ignore[arg-type]
+            yield database
+        return
+    with postgres_database(str(template)) as url:
+        folder.mkdir(parents=True, exist_ok=True)
+        with storage.Database.open(folder, url=url) as database:
+            yield database
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _admin_sql(url: str, statement: str) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="wan-pg-template-")

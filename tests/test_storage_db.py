@@ -309,33 +309,37 @@ def test_downgrade_to_nothing_and_back_up(tmp_path: Path) -> None:
 # Recovery at start-up ---------------------------------------------------------------------------
 
 
-def test_unfinished_takes_become_interrupted_and_lose_partial_files(tmp_path: Path) -> None:
+def test_a_restart_keeps_queued_takes_and_queues_running_ones_again_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with storage.Database.open(data) as db, db.session() as s, s.begin():
         project = storage.create_project(s, "alice", "P")
         pending = storage.add_take(s, "alice", project.id, REQUEST, image=png())
-        running = storage.start_take(s, "alice", storage.add_take(s, "alice", project.id, REQUEST).id)
+        running = storage.add_take(s, "alice", project.id, REQUEST)
+        assert storage.claim_next(s, "worker-1").id == pending.id
+        assert storage.claim_next(s, "worker-1").id == running.id
+        again = storage.add_take(s, "alice", project.id, REQUEST)
         done = storage.start_take(s, "alice", storage.add_take(s, "alice", project.id, REQUEST).id)
         done = storage.finish_take(s, "alice", done.id, "completed", video=MP4, poster=JPEG)
         media = db.media
-    partial = media.take_dir(project.id, running.id) / "video.mp4"
-    partial.parent.mkdir(parents=True)
-    partial.write_bytes(b"half a video")
     stray_temp = media.take_dir(project.id, done.id) / ".tmp-0123-video.mp4"
     stray_temp.write_bytes(b"temp")
 
     with storage.Database.open(data) as db, db.session() as s, s.begin():
-        assert db.recovered == [pending.id, running.id]
-        for take_id in (pending.id, running.id):
+        assert db.requeued == [pending.id, running.id] and db.recovered == []
+        for take_id in (pending.id, running.id, again.id):
             take = storage.get_take(s, "alice", take_id)
-            assert take is not None and take.status == "interrupted" and take.finished_at is not None
-            assert "stopped" in (take.error or "")
+            assert take is not None and take.status == "pending" and take.worker is None
         kept = storage.get_take(s, "alice", pending.id)
         assert kept is not None and kept.image_path and not kept.media_missing  # the input stays
-        assert not partial.exists() and not partial.parent.exists()
         assert not stray_temp.exists()
         after = storage.get_take(s, "alice", done.id)
         assert after is not None and after.status == "completed" and not after.media_missing
+        assert storage.claim_next(s, "worker-2").id == pending.id  # second try
+
+    with storage.Database.open(data) as db, db.session() as s, s.begin():
+        assert db.recovered == [pending.id]  # it died twice: interrupted, not run a third time
+        take = storage.get_take(s, "alice", pending.id)
+        assert take.status == "interrupted" and "stopped twice" in take.error
 
 
 # One server per data folder ---------------------------------------------------------------------

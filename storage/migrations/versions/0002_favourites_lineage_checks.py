@@ -23,7 +23,7 @@ STATUSES = ("pending", "running", "completed", "failed", "cancelled", "interrupt
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("takes", recreate="always",
+    with op.batch_alter_table("takes", recreate="auto",
                               table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.create_check_constraint("status", f"status IN {STATUSES!r}")
         batch.create_check_constraint(
@@ -36,7 +36,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_takes_parent_id", table_name="takes")
     op.drop_index("ix_takes_project_id_favourite_id", table_name="takes")
-    with op.batch_alter_table("takes", recreate="always",
+    with op.batch_alter_table("takes", recreate="auto",
                               table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_constraint("step", type_="check")
         batch.drop_constraint("parent_kind", type_="check")

@@ -24,12 +24,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("projects", recreate="always",
+    with op.batch_alter_table("projects", recreate="auto",
                               table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_constraint("fk_projects_owner_owners", type_="foreignkey")
         batch.create_foreign_key("fk_projects_owner_owners", "owners", ["owner"], ["key"],
                                  ondelete="CASCADE", onupdate="CASCADE")
-    with op.batch_alter_table("takes", recreate="always",
+    with op.batch_alter_table("takes", recreate="auto",
                               table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_constraint("fk_takes_project_id_owner_projects", type_="foreignkey")
         batch.create_foreign_key("fk_takes_project_id_owner_projects", "projects",
@@ -45,13 +45,13 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("share_links") as batch:
         batch.drop_column("include_image")
-    with op.batch_alter_table("takes", recreate="always",
+    with op.batch_alter_table("takes", recreate="auto",
                               table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("cancel_requested")
         batch.drop_constraint("fk_takes_project_id_owner_projects", type_="foreignkey")
         batch.create_foreign_key("fk_takes_project_id_owner_projects", "projects",
                                  ["project_id", "owner"], ["id", "owner"], ondelete="CASCADE")
-    with op.batch_alter_table("projects", recreate="always",
+    with op.batch_alter_table("projects", recreate="auto",
                               table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_constraint("fk_projects_owner_owners", type_="foreignkey")
         batch.create_foreign_key("fk_projects_owner_owners", "owners", ["owner"], ["key"],
