@@ -1,4 +1,5 @@
-"""Wan Studio's composition root: `python app.py [serve ...]`, `generate ...` or `admin ...`."""
+"""Wan Studio's composition root: `python app.py [serve ...]`, `worker ...`, `generate ...` or
+`admin ...`."""
 
 from __future__ import annotations
 
@@ -14,9 +15,26 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 COMMANDS = """commands:
   serve      start the web studio (the default when no command is given); serve --help
+  worker     run queued takes on one GPU for a studio on PostgreSQL; worker --help
   generate   make one clip from the command line, no web UI; generate --help
   admin      operator commands on a data folder, beside a running studio; admin --help
 """
+DATABASE_ENV = "WAN_STUDIO_DATABASE_URL"
+
+
+def _database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=None,
+                        help="folder for media and caches, and the SQLite database (default ./data, "
+                             "$WAN_STUDIO_DATA, or /data on a Space); shared by every process")
+    parser.add_argument("--database-url", default=os.environ.get(DATABASE_ENV) or None,
+                        help="PostgreSQL shared by the studio and its workers, e.g. "
+                             "postgresql+psycopg://user@host:5432/wanstudio (default: SQLite in the "
+                             f"data folder, or ${DATABASE_ENV})")
+    parser.add_argument("--weights", action="append", default=[], metavar="VARIANT=SOURCE",
+                        help="weights for a variant: a local diffusers folder or a Hub repo id "
+                             "(repeatable; also $WAN_STUDIO_WEIGHTS_T2V_A14B and the like)")
+    parser.add_argument("--device", default=None,
+                        help="where takes run: cpu, cuda or cuda:N (default: CUDA when present)")
 
 
 def _data_dir(explicit: str | None) -> Path:
@@ -34,11 +52,10 @@ def serve(argv: Sequence[str]) -> int:
                         help="address to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                         help="port to listen on (default 7860, or $GRADIO_SERVER_PORT)")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder for the database, media and caches (default ./data, $WAN_STUDIO_DATA, "
-                             "or /data on a Space)")
-    parser.add_argument("--weights", action="append", default=[], metavar="VARIANT=SOURCE",
-                        help="weights for a variant: a local diffusers folder or a Hub repo id (repeatable)")
+    _database_options(parser)
+    parser.add_argument("--no-worker", action="store_true",
+                        help="run no takes in this process (workers started with `app.py worker` "
+                             "on the same PostgreSQL database run them)")
     args = parser.parse_args(argv)
     try:
         weights = parse_weights(args.weights)
@@ -49,11 +66,40 @@ def serve(argv: Sequence[str]) -> int:
     from studio.server import serve as serve_studio
 
     try:
-        serve_studio(_data_dir(args.data_dir), weights, host=args.host, port=args.port)
+        serve_studio(_data_dir(args.data_dir), weights, host=args.host, port=args.port,
+                     database_url=args.database_url, worker=not args.no_worker,
+                     device=args.device)
     except (storage.StorageError, ValueError) as exc:  # a folder in use, read-only, a bad setting
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def worker(argv: Sequence[str]) -> int:
+    """Run queued takes on one device until interrupted."""
+    from pipelines.cli import UsageError, parse_weights
+
+    parser = argparse.ArgumentParser(
+        prog="app.py worker", description="Run queued takes on one GPU for a studio whose database "
+        "is PostgreSQL (start one per GPU, on this or other machines sharing the data folder).")
+    _database_options(parser)
+    parser.add_argument("--variants", default=None, metavar="ID,ID",
+                        help="only these variants (default: every variant this worker has weights for)")
+    args = parser.parse_args(argv)
+    try:
+        weights = parse_weights(args.weights)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import storage
+    from studio.worker_process import run_worker
+
+    try:
+        return run_worker(_data_dir(args.data_dir), weights, args.database_url, device=args.device,
+                          variants=args.variants.split(",") if args.variants else None)
+    except (storage.StorageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def admin(argv: Sequence[str]) -> int:
@@ -64,26 +110,29 @@ def admin(argv: Sequence[str]) -> int:
         prog="app.py admin", description="Operator commands on a studio's data folder; they work "
         "while the studio runs (a running take stops within one step).")
     parser.add_argument("--data-dir", default=None, help="the studio's data folder (default as serve)")
+    parser.add_argument("--database-url", default=os.environ.get(DATABASE_ENV) or None,
+                        help="the studio's PostgreSQL, if it uses one (default as serve)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cancel = commands.add_parser("cancel", help="cancel any owner's queued or running take")
     cancel.add_argument("take_id", type=int, help="the take's id (as shown in the history)")
     commands.add_parser("queue", help="list every queued or running take as JSON lines")
     args = parser.parse_args(argv)
     try:
-        with storage.Database.open(_data_dir(args.data_dir), exclusive=False) as db:
+        with storage.Database.open(_data_dir(args.data_dir), exclusive=False,
+                                   url=args.database_url) as db:
+            store = storage.Store(db)
             if args.command == "cancel":
-                with db.session() as s, s.begin():
-                    take = storage.request_cancel(s, args.take_id)
+                take = store.request_cancel(args.take_id)
                 state = ("cancelled" if take.status == "cancelled"
                          else "stopping at its next step" if take.cancel_requested
                          else f"already {take.status}")
                 print(f"take {take.id}: {state}")
             else:
-                with db.read_session() as s, s.begin():
-                    for take in storage.list_unfinished(s):
-                        print(json.dumps({"id": take.id, "status": str(take.status), "step": take.step,
-                                          "total_steps": take.total_steps, "variant": take.variant,
-                                          "queued_at": take.queued_at.isoformat()}))
+                for take in store.list_unfinished():
+                    print(json.dumps({"id": take.id, "status": str(take.status), "step": take.step,
+                                      "total_steps": take.total_steps, "variant": take.variant,
+                                      "worker": take.worker,
+                                      "queued_at": take.queued_at.isoformat()}))
     except storage.StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -91,7 +140,7 @@ def admin(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch to `serve` (the default), `generate` or `admin`."""
+    """Dispatch to `serve` (the default), `worker`, `generate` or `admin`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("WAN_STUDIO_LOG", "WARNING"))
     if argv and argv[0] in ("-h", "--help"):
@@ -108,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return generate_main(rest, _data_dir(known.data_dir))
     if argv and argv[0] == "admin":
         return admin(argv[1:])
+    if argv and argv[0] == "worker":
+        return worker(argv[1:])
     if argv and argv[0] == "serve":
         argv = argv[1:]
     return serve(argv)

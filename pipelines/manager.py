@@ -147,6 +147,12 @@ class ModelManager:
         info = self._local_info(variant_id)
         return bool(info and info.is_demo)
 
+    def demo_knowledge(self, variant_id: str) -> dict[str, list[str]] | None:
+        """What a demo weights folder says its models know (words and controls), if it says."""
+        info = self._local_info(variant_id)
+        knows = info.studio.get("knows") if info is not None else None
+        return knows if isinstance(knows, dict) else None
+
     def defaults_for(self, variant_id: str) -> VariantDefaults:
         """Official defaults, updated by the `studio.json` of a local weights folder if it has one."""
         defaults = VariantDefaults.official(get_variant(variant_id))

@@ -32,6 +32,11 @@ class VariantSpec:
     flow_shift: float
     guidance: float
     guidance_low: float | None
+    continues_takes: bool = False  # "Continue" may animate a take's last frame with it
+    # ZeroGPU's duration estimate: a published seconds-per-step at a reference token count
+    # (WAN22.md: H100 for the A14B pair at 1280x720x81, RTX 4090 for TI2V-5B at 1280x704x121)
+    reference_step_s: float = 0.0
+    reference_tokens: int = 1
 
     @property
     def default_size(self) -> tuple[int, int]:
@@ -75,6 +80,8 @@ T2V_A14B = VariantSpec(
     flow_shift=12.0,
     guidance=4.0,
     guidance_low=3.0,
+    reference_step_s=1041.5 / 40,
+    reference_tokens=21 * 45 * 80,
 )
 
 I2V_A14B = VariantSpec(
@@ -98,6 +105,9 @@ I2V_A14B = VariantSpec(
     flow_shift=5.0,
     guidance=3.5,
     guidance_low=3.5,
+    continues_takes=True,
+    reference_step_s=1055.9 / 40,
+    reference_tokens=21 * 45 * 80,
 )
 
 TI2V_5B = VariantSpec(
@@ -121,6 +131,9 @@ TI2V_5B = VariantSpec(
     flow_shift=5.0,
     guidance=5.0,
     guidance_low=None,
+    continues_takes=True,
+    reference_step_s=534.7 / 50,
+    reference_tokens=31 * 22 * 40,
 )
 
 VARIANTS: dict[str, VariantSpec] = {v.id: v for v in (T2V_A14B, I2V_A14B, TI2V_5B)}

@@ -71,10 +71,17 @@ Errors: every failure is a `StorageError` whose message is one sentence for the 
 from __future__ import annotations
 
 from .db import Database
-from .errors import DatabaseError, InvalidInputError, LeaseLostError, MediaPathError, NotFoundError, StorageError, TransitionError
+from .errors import (
+    DatabaseError,
+    InvalidInputError,
+    LeaseLostError,
+    MediaPathError,
+    NotFoundError,
+    StorageError,
+    TransitionError,
+)
 from .media import MediaStore
 from .paths import resolve_data_dir
-from .records import ProjectRecord, ShareLinkRecord, TakeRecord, TakeStatus
 from .projects import (
     DEFAULT_PROJECT_NAME,
     create_project,
@@ -99,6 +106,7 @@ from .queue import (
     renew_lease,
     request_cancel,
 )
+from .records import ProjectRecord, ShareLinkRecord, TakeRecord, TakeStatus
 from .shares import (
     create_share_link,
     list_share_links,
@@ -106,6 +114,7 @@ from .shares import (
     resolve_share_link,
     revoke_share_link,
 )
+from .store import QueueFullError, Store
 from .takes import (
     INTERRUPTED_MESSAGE,
     add_take,
@@ -123,7 +132,7 @@ from .takes import (
 from .transfer import export_project, import_project
 
 __all__ = [
-    "Database", "MediaStore", "resolve_data_dir",
+    "Database", "Store", "QueueFullError", "MediaStore", "resolve_data_dir",
     "StorageError", "DatabaseError", "NotFoundError", "LeaseLostError", "InvalidInputError", "TransitionError", "MediaPathError",
     "ProjectRecord", "TakeRecord", "ShareLinkRecord", "TakeStatus",
     "create_project", "rename_project", "delete_project", "get_project", "list_projects",

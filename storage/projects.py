@@ -9,9 +9,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from . import filehooks
-from .errors import TransitionError
+from .errors import InvalidInputError, TransitionError
 from .media import MediaStore
-from .models import Owner, Project, Take, utcnow
+from .models import NAME_MAX, Owner, Project, Take, utcnow
 from .records import UNFINISHED, ProjectRecord
 from .rows import ensure_owner, project_record, project_row, take_count
 from .validation import check_id, check_name, check_owner, check_page
@@ -20,8 +20,10 @@ DEFAULT_PROJECT_NAME = "My project"
 
 
 def create_project(session: Session, owner: str, name: str) -> ProjectRecord:
-    """A new, empty project named `name` (surrounding whitespace removed)."""
+    """A new, empty project named `name` (surrounding whitespace removed); a name the owner
+    already uses (ignoring case) is refused."""
     owner, name = check_owner(owner), check_name(name)
+    check_name_free(session, owner, name)
     ensure_owner(session, owner)
     now = utcnow()
     project = Project(owner=owner, name=name, created_at=now, updated_at=now)
@@ -34,10 +36,37 @@ def rename_project(session: Session, owner: str, project_id: int, name: str) -> 
     """The project under its new name."""
     name = check_name(name)
     project = project_row(session, owner, project_id)
+    check_name_free(session, owner, name, but=project.id)
     project.name = name
     project.updated_at = utcnow()
     session.flush()
     return get_project(session, owner, project.id)  # type: ignore[return-value]
+
+
+def check_name_free(session: Session, owner: str, name: str, but: int | None = None) -> None:
+    """Refuse a project name the owner already uses for another project (ignoring case)."""
+    query = select(Project.id).where(Project.owner == owner,
+                                     func.lower(Project.name) == name.lower())
+    if but is not None:
+        query = query.where(Project.id != but)
+    if session.scalar(query.limit(1)) is not None:
+        raise InvalidInputError(f"You already have a project called {name!r}; choose another name.")
+
+
+def unique_name(session: Session, owner: str, name: str) -> str:
+    """`name`, or `name (2)`, `name (3)`... whichever the owner does not use yet."""
+    taken = {n.lower() for n in session.scalars(select(Project.name).where(Project.owner == owner))}
+    candidate, number = name, 1
+    while candidate.lower() in taken:
+        number += 1
+        suffix = f" ({number})"
+        candidate = name[: NAME_MAX - len(suffix)] + suffix
+    return candidate
+
+
+def project_row_id(session: Session, owner: str, project_id: int) -> int:
+    """The id of the owner's project (NotFoundError for another owner's or a missing one)."""
+    return project_row(session, owner, project_id).id
 
 
 def delete_project(session: Session, owner: str, project_id: int) -> None:

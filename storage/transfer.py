@@ -17,7 +17,7 @@ from . import filehooks
 from .errors import InvalidInputError
 from .models import Project, Take, utcnow
 from .records import PARENT_KINDS, UNFINISHED, ProjectRecord, TakeStatus
-from .projects import get_project
+from .projects import get_project, unique_name
 from .rows import ensure_owner, project_row
 from .takes import INTERRUPTED_MESSAGE
 from .validation import check_name, check_owner, check_request, clip_error
@@ -95,7 +95,7 @@ def import_project(session: Session, owner: str, zip_path: str | os.PathLike[str
         manifest = _read_manifest(archive)
         info = manifest["project"]
         ensure_owner(session, owner)
-        project = Project(owner=owner, name=check_name(info.get("name")),
+        project = Project(owner=owner, name=unique_name(session, owner, check_name(info.get("name"))),
                           created_at=_time(info.get("created_at"), "project created_at") or utcnow(),
                           updated_at=_time(info.get("updated_at"), "project updated_at") or utcnow())
         session.add(project)

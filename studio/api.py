@@ -3,7 +3,7 @@
 The caller names its own owner key (16-128 letters, digits, '-' or '_'; keep it secret: it is
 what separates one user's projects from another's). `generate` takes the form's field names as a
 settings dict (see README "API") and streams one dict per update, in order:
-started, step..., preview..., decoding, then done | failed | cancelled.
+queued, started, step..., preview..., decoding, then done | failed | cancelled.
 
 Every argument is checked before anything is decoded or stored, and every failure reaches the
 client as one sentence (`studio.errors.user_errors`), never a traceback, path or SQL.
@@ -20,16 +20,17 @@ import gradio as gr
 
 import storage
 from pipelines.errors import RequestError
+from pipelines.events import DecodingEvent, StepEvent
+from pipelines.recipe import Recipe
 from storage.validation import MAX_ID
 
 from . import forms
 from .errors import user_errors
-from .handlers import Handlers
+from .handlers import Handlers, Submitted
 from .limits import MAX_DATA_URL_CHARS, MAX_IMAGE_BYTES, MiB
 from .media_links import MediaKind
 from .owners import check_owner_key
-from .progress_view import animated_webp
-from .runner import QueueFull
+from .take_events import PreviewImage, TakeEvent, TakeFinished, TakeQueued, TakeStarted
 
 DATA_URL = re.compile(r"data:image/(png|jpeg|webp);base64,([A-Za-z0-9+/=\s]+)")
 MAX_TAKES_PAGE = 100
@@ -39,23 +40,21 @@ def take_dict(handlers: Handlers, take: storage.TakeRecord) -> dict[str, Any]:
     """A take as JSON for API clients; media are signed, expiring URLs relative to the server
     (`/media/<take id>/<kind>?exp=..&sig=..`, see studio.media_links), never file paths.
 
-    The final prompt is sent once, as `prompt`; `request` holds every other setting (and the
-    user's own text and controls under "studio")."""
-    def url(relative: str | None, kind: MediaKind) -> str | None:
-        if not relative or take.media_missing:
-            return None
-        return handlers.signer.url(take.id, kind)
+    The final prompt is sent once, as `prompt`; `recipe` holds everything else that made the take
+    (the settings under "request", the user's own text, the controls, weights, profile)."""
+    def url(kind: MediaKind) -> str | None:
+        return handlers.signer.url(take.id, kind) if handlers.store.media_of(take, kind) else None
 
-    request = {key: value for key, value in take.request.items() if key != "prompt"}
-    request["image_path"] = None  # stored takes carry none; older rows may: it stays on the server
+    recipe = Recipe.from_dict(take.request).to_dict()
+    recipe["request"].pop("prompt", None)
     return {"id": take.id, "project_id": take.project_id, "status": str(take.status),
             "prompt": take.prompt, "variant": take.variant, "seed": take.seed,
             "step": take.step, "total_steps": take.total_steps, "error": take.error,
             "favourite": take.favourite, "parent_id": take.parent_id,
             "parent_kind": take.parent_kind, "queued_at": take.queued_at.isoformat(),
             "finished_at": take.finished_at.isoformat() if take.finished_at else None,
-            "video": url(take.video_path, "video"), "poster": url(take.poster_path, "poster"),
-            "image": url(take.image_path, "image"), "request": request}
+            "video": url("video"), "poster": url("poster"), "image": url("image"),
+            "recipe": recipe}
 
 
 def image_from_data_url(handlers: Handlers, value: Any) -> str | None:
@@ -105,7 +104,7 @@ def register_api(handlers: Handlers, slot: str, concurrency: int) -> None:
     """Add the named endpoints to the Blocks being built (call inside `with gr.Blocks()`)."""
 
     def generate(settings: dict, owner: str, project_id: int = 0) -> Iterator[dict]:
-        """Generate a take from a settings dict; streams dicts: started, step, preview, decoding, done/failed/cancelled."""
+        """Generate a take from a settings dict; streams dicts: queued, started, step, preview, decoding, then done/failed/cancelled."""
         owner = _owner(owner)
         if not isinstance(settings, dict):
             raise RequestError("settings must be a JSON object of form fields, e.g. "
@@ -117,29 +116,18 @@ def register_api(handlers: Handlers, slot: str, concurrency: int) -> None:
                                f"{', '.join(forms.FORM_FIELDS)}.", unknown[0])
         form = {name: settings.get(name) for name in forms.FORM_FIELDS}
         form["image"] = image_from_data_url(handlers, settings.get("image"))
-        try:
-            form_request = handlers.request(form)
-            if project_id:
-                with handlers.db.read_session() as s, s.begin():
-                    if storage.get_project(s, owner, project_id) is None:
-                        raise RequestError(f"No project {project_id} for this owner.", "project_id")
-            project_id = handlers.project_for_write(owner, project_id)
-        except BaseException:
+        if project_id and handlers.store.get_project(owner, project_id) is None:
             handlers.scratch.discard(form["image"])
-            raise
-        try:
-            updates = handlers.runner.generate(owner, project_id, form_request.request,
-                                               form_request.stored_dict())
-            for update in updates:
-                yield _update_dict(handlers, update, project_id, form_request.notices)
-        except QueueFull as exc:
-            raise gr.Error(str(exc)) from None
+            raise RequestError(f"No project {project_id} for this owner.", "project_id")
+        submitted = handlers.submit(owner, project_id or None, None, form)
+        for event in handlers.watch(submitted.take_id):
+            yield render(handlers, event, submitted)
 
     def cancel(owner: str, take_id: int) -> dict:
-        """Cancel a queued or running take of this owner; a running one stops within one step and is kept as cancelled."""
+        """Cancel a queued or running take of this owner; a queued one is cancelled at once, a running one stops within one step; both are kept as cancelled."""
         owner = _owner(owner)
         take_id = _whole(take_id, "take_id", 1, MAX_ID)
-        return {"take_id": take_id, "cancelled": handlers.runner.cancel(owner, take_id)}
+        return {"take_id": take_id, "cancelled": handlers.jobs.cancel(owner, take_id)}
 
     def takes(owner: str, project_id: int = 0, limit: int = 50, offset: int = 0) -> list[dict]:
         """List this owner's takes in a project (0: the default project), newest first, at most 100 at a time."""
@@ -147,46 +135,51 @@ def register_api(handlers: Handlers, slot: str, concurrency: int) -> None:
         project_id = _whole(project_id, "project_id", 0, MAX_ID)
         limit = _whole(limit, "limit", 1, MAX_TAKES_PAGE)
         offset = _whole(offset, "offset", 0, MAX_ID)
-        with handlers.db.read_session() as s, s.begin():
-            if not project_id:
-                project = storage.get_default_project(s, owner)  # reads make no rows
-                if project is None:
-                    return []
-                project_id = project.id
-            records = storage.list_takes(s, owner, project_id, limit=limit, offset=offset)
+        if not project_id:
+            project = handlers.store.default_project(owner)  # reads make no rows
+            if project is None:
+                return []
+            project_id = project.id
+        records = handlers.store.list_takes(owner, project_id, limit=limit, offset=offset)
         return [take_dict(handlers, take) for take in records]
 
     def projects(owner: str) -> list[dict]:
         """List this owner's projects, newest first."""
         owner = _owner(owner)
-        with handlers.db.read_session() as s, s.begin():
-            records = storage.list_projects(s, owner, limit=200)
         return [{"id": p.id, "name": p.name, "take_count": p.take_count,
-                 "created_at": p.created_at.isoformat()} for p in records]
+                 "created_at": p.created_at.isoformat()} for p in handlers.store.list_projects(owner)]
 
+    # Takes run in the workers, not in these calls: a generate call only waits on its take's
+    # events, so many may stream at once.
     gr.api(user_errors(generate), api_name="generate", concurrency_limit=concurrency,
            concurrency_id=slot)
-    # Not queued: they answer at once even while takes are generating.
     gr.api(user_errors(cancel), api_name="cancel", queue=False)
     gr.api(user_errors(takes), api_name="takes", queue=False)
     gr.api(user_errors(projects), api_name="projects", queue=False)
 
 
-def _update_dict(handlers: Handlers, update: Any, project_id: int,
-                 notices: tuple[str, ...]) -> dict[str, Any]:
-    """One streamed update as the API sends it."""
-    out: dict[str, Any] = {"event": update.kind, "take_id": update.take_id,
-                           "step": update.step, "total": update.total,
-                           "expert": update.expert, "elapsed_s": round(update.elapsed_s, 3),
-                           "eta_s": None if update.eta_s is None else round(update.eta_s, 3),
-                           "message": update.message}
-    if update.kind == "started":
-        out["project_id"] = project_id
-        out["notices"] = list(notices)
-    if update.preview is not None:
-        out["preview"] = ("data:image/webp;base64,"
-                          + base64.b64encode(animated_webp(update.preview)).decode("ascii"))
-    if update.take is not None:
-        out["take"] = take_dict(handlers, update.take)
-        out["video"] = out["take"]["video"]
+def render(handlers: Handlers, event: TakeEvent, submitted: Submitted) -> dict[str, Any]:
+    """One take event as the API streams it: {"event", "take_id", ...}."""
+    out: dict[str, Any] = {"take_id": submitted.take_id}
+    match event:
+        case TakeQueued(position=position):
+            out |= {"event": "queued", "position": position, "project_id": submitted.project_id,
+                    "notices": list(submitted.notices)}
+        case TakeStarted(total=total):
+            out |= {"event": "started", "total": total}
+        case StepEvent():
+            out |= {"event": "step", "step": event.index, "total": event.total,
+                    "expert": event.expert, "elapsed_s": round(event.elapsed_s, 3),
+                    "eta_s": None if event.eta_s is None else round(event.eta_s, 3)}
+        case PreviewImage():
+            out |= {"event": "preview", "step": event.index, "total": event.total,
+                    "expert": event.expert,
+                    "preview": "data:image/webp;base64," + base64.b64encode(event.webp).decode()}
+        case DecodingEvent():
+            out |= {"event": "decoding", "total": event.total}
+        case TakeFinished(take=take):
+            kind = {"completed": "done"}.get(str(take.status), str(take.status))
+            out |= {"event": kind, "message": event.message or take.error or "",
+                    "take": take_dict(handlers, take)}
+            out["video"] = out["take"]["video"]
     return out

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from pipelines.errors import RequestError
 from pipelines.prompting import VOCABULARY, CinematicControls, compose_prompt
+from pipelines.recipe import Recipe
 from pipelines.request import (DEFAULT_NEGATIVE_PROMPT, GenerationRequest, ValidatedRequest,
                                VariantDefaults, build_request)
 from pipelines.variants import VARIANTS, get_variant
@@ -24,7 +25,6 @@ FORM_FIELDS: tuple[str, ...] = SETTING_FIELDS + CONTROL_FIELDS
 ERROR_TARGETS: dict[str, str] = {"image_path": "image", "fps": "frames", "preview.max_side": "steps",
                                  "preview.decode_every": "steps"}
 ERROR_SLOTS: tuple[str, ...] = ("variant", "prompt", "image", "controls", "settings")
-STUDIO_KEY = "studio"  # extra key in the stored request dict: the user's text and the controls
 RANDOM_SEED = -1
 CUSTOM = "custom"
 
@@ -38,14 +38,14 @@ class FormRequest:
     user_prompt: str
     controls: CinematicControls
 
-    def stored_dict(self) -> dict[str, Any]:
-        """The request as stored on the take and in the MP4: the request plus the form's extras.
+    @property
+    def image(self) -> str | None:
+        """The start image file the form names (an upload or a scratch file), if any."""
+        return self.request.image_path
 
-        The start image's path stays out: it names a server folder and often the upload's own file
-        name. The take keeps the image itself in the media store.
-        """
-        return {**self.request.to_dict(), "image_path": None,
-                STUDIO_KEY: {"user_prompt": self.user_prompt, "controls": self.controls.to_dict()}}
+    def recipe(self) -> Recipe:
+        """The take's recipe: the request (no path in it), the user's text and the controls."""
+        return Recipe(self.request, user_prompt=self.user_prompt, controls=self.controls)
 
 
 def form_dict(values: Sequence[Any]) -> dict[str, Any]:
@@ -137,32 +137,32 @@ def form_for_variant(variant_id: str, defaults: VariantDefaults) -> dict[str, An
             "flow_shift": defaults.flow_shift, "size_preset": f"{defaults.width}x{defaults.height}"}
 
 
-def form_from_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
-    """Form values that reproduce a stored take's settings ("remix"), controls included."""
-    request = GenerationRequest.from_dict(stored)
-    extras = stored.get(STUDIO_KEY) or {}
-    controls = extras.get("controls") or {}
+def form_from_recipe(recipe: Recipe) -> dict[str, Any]:
+    """Form values that reproduce a take's settings ("remix"), controls included; the start
+    image is the caller's to fill (from the media store)."""
+    request = recipe.request
     values: dict[str, Any] = {
-        "variant": request.variant,
-        "prompt": extras.get("user_prompt", request.prompt) if extras else request.prompt,
-        "negative_prompt": request.negative_prompt,
-        "image": request.image_path,
+        "variant": request.variant, "prompt": recipe.user_prompt,
+        "negative_prompt": request.negative_prompt, "image": None,
         "width": request.width, "height": request.height, "frames": request.frames,
         "steps": request.steps, "seed": request.seed, "guidance": request.guidance,
         "guidance_low": request.guidance_low, "flow_shift": request.flow_shift,
     }
+    controls = recipe.controls.to_dict()
     for name in CONTROL_FIELDS:
         values[name] = controls.get(name)
     return values
 
 
-def settings_summary(stored: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(label, value) rows describing a stored request, for the take detail panel."""
-    request = GenerationRequest.from_dict(stored)
+def settings_summary(recipe: Recipe) -> list[tuple[str, str]]:
+    """(label, value) rows describing a take's recipe, for the take detail panel."""
+    request = recipe.request
     guidance = f"{request.guidance:g}" + (f" / {request.guidance_low:g}"
                                           if request.guidance_low is not None else "")
     return [("Variant", request.variant), ("Size", f"{request.width}x{request.height}"),
             ("Frames", f"{request.frames} at {request.fps} fps"), ("Steps", str(request.steps)),
             ("Seed", str(request.seed)), ("Guidance (high / low)" if request.guidance_low is not None
                                           else "Guidance", guidance),
-            ("Flow shift", f"{request.flow_shift:g}"), ("Prompt", request.prompt)]
+            ("Flow shift", f"{request.flow_shift:g}"), ("Prompt", request.prompt),
+            *((("Weights", recipe.weights),) if recipe.weights else ()),
+            *((("Memory profile", recipe.profile),) if recipe.profile else ())]

@@ -34,14 +34,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 SPACE_DATA_DIR = Path("/data")
 
-# Published single-GPU timings (WAN22.md): seconds per denoising step at a reference token
-# count. Denoising cost grows a little faster than linearly with tokens (the 480p -> 720p
-# T2V-A14B figures give an exponent of about 1.39, attention being quadratic).
-_REFERENCE_STEP_S: dict[str, tuple[float, int]] = {
-    "t2v-a14b": (1041.5 / 40, 21 * 45 * 80),  # H100, 1280x720, 81 frames
-    "i2v-a14b": (1055.9 / 40, 21 * 45 * 80),  # H100, 1280x720, 81 frames
-    "ti2v-5b": (534.7 / 50, 31 * 22 * 40),  # RTX 4090, 1280x704, 121 frames
-}
+# Denoising cost grows a little faster than linearly with tokens (the published 480p -> 720p
+# T2V-A14B timings give an exponent of about 1.39, attention being quadratic); the reference
+# seconds per step at a token count are each variant's data (pipelines.variants).
 _TOKEN_EXPONENT = 1.39
 _FIXED_OVERHEAD_S = 20.0  # text encoding, moving weights in, writing the video
 _DECODE_S_PER_720P_81F = 30.0  # VAE decode of 81 frames at 1280x720
@@ -102,8 +97,8 @@ def latent_tokens(request: GenerationRequest) -> int:
 
 def estimate_gpu_seconds(request: GenerationRequest) -> int:
     """Seconds of GPU time to ask ZeroGPU for: steps x per-step cost at this size, plus decode."""
-    step_s, reference_tokens = _REFERENCE_STEP_S[get_variant(request.variant).id]
-    per_step = step_s * (latent_tokens(request) / reference_tokens) ** _TOKEN_EXPONENT
+    spec = get_variant(request.variant)
+    per_step = spec.reference_step_s * (latent_tokens(request) / spec.reference_tokens) ** _TOKEN_EXPONENT
     pixels = request.width * request.height * request.frames
     decode = _DECODE_S_PER_720P_81F * pixels / (1280 * 720 * 81)
     total = (_FIXED_OVERHEAD_S + request.steps * per_step + decode) * _SAFETY

@@ -17,25 +17,23 @@ from pipelines.video import VideoFileError, read_settings, rewrite_settings
 log = logging.getLogger(__name__)
 
 
-def forget_stored_paths(db: storage.Database) -> int:
+def forget_stored_paths(store: storage.Store) -> int:
     """Clean every take whose recipe or MP4 still names a start image's path; returns how many."""
     cleaned: set[int] = set()
     while True:
-        with db.read_session() as s, s.begin():
-            takes = [t for t in storage.takes_with_stored_paths(s) if t.id not in cleaned]
+        takes = [t for t in store.takes_with_stored_paths() if t.id not in cleaned]
         if not takes:
             return len(cleaned)
         for take in takes:
             cleaned.add(take.id)
-            if take.video_path and not take.media_missing:
+            video = store.media_of(take, "video")
+            if video is not None:
                 try:
-                    video = db.media.resolve(take.video_path)
                     rewrite_settings(video, _without_path(read_settings(video)))
-                except (VideoFileError, OSError, storage.StorageError) as exc:
+                except (VideoFileError, OSError) as exc:
                     log.warning("take %s: its MP4 keeps its old settings (%s)", take.id, exc)
             try:
-                with db.session() as s, s.begin():
-                    storage.forget_stored_path(s, take.id)
+                store.forget_stored_path(take.id)
             except storage.StorageError as exc:
                 log.warning("take %s: its stored request keeps the path for now (%s)", take.id, exc)
 

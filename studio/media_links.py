@@ -69,25 +69,13 @@ def _ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _stored_path(take: storage.TakeRecord, kind: str) -> str | None:
-    return {"video": take.video_path, "poster": take.poster_path, "image": take.image_path}[kind]
-
-
-def find_media(db: storage.Database, take_id: int, kind: str) -> Path | None:
+def find_media(store: storage.Store, take_id: int, kind: str) -> Path | None:
     """The absolute file of a take's media kind, or None (no take, no such file, or unsafe path)."""
-    with db.read_session() as session, session.begin():
-        take = storage.find_take(session, take_id)  # the signature already proved the right to it
-    relative = _stored_path(take, kind) if take is not None else None
-    if not relative:
-        return None
-    try:
-        path = db.media.resolve(relative)
-    except storage.MediaPathError:
-        return None
-    return path if path.is_file() else None
+    take = store.find_take(take_id)  # the signature already proved the right to this take
+    return store.media_of(take, kind) if take is not None else None
 
 
-def media_routes(db: storage.Database, signer: MediaSigner) -> list[BaseRoute]:
+def media_routes(store: storage.Store, signer: MediaSigner) -> list[BaseRoute]:
     """The Starlette route serving signed media URLs (with HTTP Range, like the share video)."""
 
     async def missing() -> Response:
@@ -103,7 +91,7 @@ def media_routes(db: storage.Database, signer: MediaSigner) -> list[BaseRoute]:
                              request.query_params.get("sig", "")):
             return await missing()
         try:
-            path = find_media(db, take_id, kind)
+            path = find_media(store, take_id, kind)
         except storage.StorageError:  # the database failed: the log says why, the link says 404
             return await missing()
         media_type = "video/mp4" if kind == "video" else (image_type(path) if path else None)

@@ -27,9 +27,9 @@ def animated_webp(frames: np.ndarray, fps: int = PREVIEW_LOOP_FPS) -> bytes:
     return buffer.getvalue()
 
 
-def preview_html(frames: np.ndarray, step: int, total: int, expert: str) -> str:
-    """The preview panel: the looping clip of all frames, captioned with the step and expert."""
-    data = base64.b64encode(animated_webp(frames)).decode("ascii")
+def preview_html(webp: bytes, step: int, total: int, expert: str) -> str:
+    """The preview panel: the looping clip (an animated WebP), captioned with the step and expert."""
+    data = base64.b64encode(webp).decode("ascii")
     label = f"Preview after step {step} of {total} ({EXPERT_NAMES.get(expert, expert)})"
     return (f'<div class="preview-frame" data-step="{step}" data-expert="{html.escape(expert)}">'
             f'<img src="data:image/webp;base64,{data}" alt="{html.escape(label)}" '

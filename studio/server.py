@@ -13,17 +13,23 @@ from starlette.middleware import Middleware
 import storage
 from pipelines.engine import Engine
 from pipelines.manager import ModelManager
+from pipelines.stream import event_stream
 
+from . import hosting
+from .bus import TakeBus
 from .handlers import Handlers
+from .jobs import Jobs
 from .limits import MAX_IMAGE_BYTES, BodyLimit, Limits, MiB
 from .maintenance import forget_stored_paths
 from .media_links import media_routes
 from .owners import load_secrets
 from .placeholders import write_placeholders
-from .runner import SAVE_WAIT_S, Runner
 from .scratch import ScratchSpace
 from .share import studio_share_routes
-from .ui import STATIC_DIR, build_ui
+from .share import STATIC_DIR
+from .shared_bus import shared_bus
+from .ui import build_ui
+from .worker import SAVE_WAIT_S, Worker
 
 log = logging.getLogger(__name__)
 
@@ -33,54 +39,74 @@ QUEUE_SLOTS = 8  # concurrent non-generation events (browsing, listing); generat
 
 @dataclass
 class Studio:
-    """Everything the running studio holds: the Blocks, storage, the model manager and runner."""
+    """Everything the running studio holds: the Blocks, storage, the model manager, the queue."""
 
     demo: gr.Blocks
-    db: storage.Database
+    store: storage.Store
     manager: ModelManager
-    runner: Runner
+    jobs: Jobs
+    worker: Worker | None
     handlers: Handlers
     data_dir: Path
 
+    @property
+    def db(self) -> storage.Database:
+        """The database under the store."""
+        return self.store.db
+
     def close(self) -> None:
-        """Stop serving, close the database and remove the scratch folder."""
+        """Stop serving and working, close the database and remove the scratch folder."""
         self.demo.close()
+        if self.worker is not None:
+            self.worker.stop()
         self.manager.unload()
-        self.db.close()
+        self.store.db.close()
         self.handlers.scratch.remove()
 
 
 def build_studio(data_dir: Path, weights: Mapping[str, str], *,
                  preview_interval_s: float = 0.3, manager: ModelManager | None = None,
-                 limits: Limits | None = None, save_wait_s: float = SAVE_WAIT_S) -> Studio:
+                 limits: Limits | None = None, save_wait_s: float = SAVE_WAIT_S,
+                 database_url: str | None = None, worker: bool = True,
+                 device: str | None = None) -> Studio:
     """Open the data folder and build the studio's services and UI (nothing loads a model yet).
 
-    Raises StorageError (the folder is in use, read-only, or its database damaged) or ValueError
-    (a bad setting in the environment) with a sentence, before anything is served.
+    `database_url`: PostgreSQL shared with `app.py worker` processes (None: SQLite in the data
+    folder). `worker=False`: this process runs no takes itself, others do.
+    Raises StorageError (the folder is in use, read-only, the database unreachable or damaged)
+    or ValueError (a bad setting in the environment) with a sentence, before anything is served.
     """
     data_dir = Path(data_dir)
     limits = limits or Limits.from_env()
-    db = storage.Database.open(data_dir)
+    store = storage.Store(storage.Database.open(data_dir, url=database_url))
+    running: Worker | None = None
     try:
-        forget_stored_paths(db)
+        forget_stored_paths(store)
         secrets = load_secrets(data_dir)
         scratch = ScratchSpace(data_dir)
-        manager = manager or ModelManager(weights, cache_dir=data_dir / "cache")
-        runner = Runner(db, Engine(manager), preview_interval_s=preview_interval_s,
-                        max_queued=limits.max_queued, save_wait_s=save_wait_s,
-                        discard_input=scratch.discard)
+        manager = manager or ModelManager(weights, cache_dir=data_dir / "cache", device=device)
+        bus = shared_bus(store) if store.db.shared else TakeBus()
+        if worker:
+            running = Worker(store, hosting.gpu_task(event_stream(Engine(manager))), bus,
+                             variants=manager.available(), is_demo=manager.is_demo,
+                             preview_interval_s=preview_interval_s, save_wait_s=save_wait_s)
+        jobs = Jobs(store, bus, scratch, limits, running)
         placeholders = write_placeholders(scratch.placeholders)
-        handlers = Handlers(db, manager, runner, placeholders, secrets, scratch, limits)
+        handlers = Handlers(store, manager, jobs, placeholders, secrets, scratch, limits)
         demo = build_ui(handlers)
+        if running is not None:
+            running.start()
     except BaseException:
-        db.close()
+        if running is not None:
+            running.stop()
+        store.db.close()
         raise
-    return Studio(demo, db, manager, runner, handlers, data_dir)
+    return Studio(demo, store, manager, jobs, running, handlers, data_dir)
 
 
 def app_routes(studio: Studio) -> list[Any]:
     """Our own routes, matched before Gradio's: share pages and signed media URLs."""
-    return [*studio_share_routes(studio.db), *media_routes(studio.db, studio.handlers.signer)]
+    return [*studio_share_routes(studio.store), *media_routes(studio.store, studio.handlers.signer)]
 
 
 def launch_kwargs(studio: Studio, host: str, port: int) -> dict[str, Any]:
@@ -111,12 +137,13 @@ def launch_kwargs(studio: Studio, host: str, port: int) -> dict[str, Any]:
 
 
 def serve(data_dir: Path, weights: Mapping[str, str], host: str = "127.0.0.1",
-          port: int = 7860) -> None:
+          port: int = 7860, database_url: str | None = None, worker: bool = True,
+          device: str | None = None) -> None:
     """Build the studio and serve it until interrupted."""
-    studio = build_studio(data_dir, weights)
+    studio = build_studio(data_dir, weights, database_url=database_url, worker=worker,
+                          device=device)
     studio.demo.queue(default_concurrency_limit=QUEUE_SLOTS)
     try:
         studio.demo.launch(**launch_kwargs(studio, host, port))
     finally:
-        studio.db.close()
-        studio.handlers.scratch.remove()
+        studio.close()

@@ -5,13 +5,9 @@ matched before Gradio's own, and `demo.launch()` stays the entry point ZeroGPU h
 
     demo.launch(app_kwargs={"routes": studio_share_routes(db)}, ...)   # studio.server does this
 
-Handlers for the studio UI (helper C): `create_link(db, owner, take_id, base_url) -> str` (the
-absolute share URL), `revoke_link(db, owner, token_or_url) -> bool`, `load_remix(db, token) ->
-dict | None` (the take's request dict for `/?remix=<token>`), `remix_parent(db, token) ->
-int | None` (the take id to record as the remix's parent). `base_url` comes from
-`hosting.public_base_url(request)` (a `gr.Request` works). Remix lineage: storage's `add_take`
-only accepts a parent of the same owner, so a visitor's remix of someone else's take cannot yet
-record `remix_parent(...)` as its parent.
+For the studio's handlers: `create_link(store, owner, take_id, include_image) -> token` and
+`load_remix(store, token) -> (recipe, start image or None)` for `/?remix=<token>`. A visitor's
+remix of someone else's take records no parent: lineage stays within one owner's takes.
 
 Files are only ever found through the token's take record and the media store; nothing in a
 request path is used as a file path. Unknown, revoked and malformed tokens get the same 404 page.
@@ -20,13 +16,11 @@ request path is used as a file path. Unknown, revoked and malformed tokens get t
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
-from urllib.parse import urlsplit
+from typing import Callable
 
 from jinja2 import Environment, FileSystemLoader
 from starlette.requests import Request
@@ -34,28 +28,18 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from pipelines.errors import StudioError
+from pipelines.recipe import Recipe
 from pipelines.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest
 from pipelines.variants import VARIANTS
-from storage import (
-    Database,
-    MediaPathError,
-    NotFoundError,
-    StorageError,
-    TakeStatus,
-    create_share_link,
-    get_take,
-    resolve_share,
-    resolve_share_link,
-    revoke_share_link,
-)
+from storage import StorageError, Store, TakeStatus
+from storage.validation import is_token_shaped
 
 from . import hosting
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent / "static"  # package data: found when installed too
 CSS_PATH = "/share-static/share.css"
-TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 TITLE_CHARS, DESCRIPTION_CHARS = 70, 200
 
@@ -108,26 +92,13 @@ def shorten(text: str, limit: int) -> str:
 
 
 def is_token(value: str) -> bool:
-    """Whether `value` has the shape of a share token (URL-safe base64, bounded length)."""
-    return TOKEN_PATTERN.fullmatch(value) is not None
+    """Whether `value` has the shape of a share token (storage's one rule)."""
+    return is_token_shaped(value)
 
 
 def share_url(base_url: str, token: str) -> str:
     """The absolute page URL for `token` under `base_url`."""
     return f"{base_url.rstrip('/')}/share/{token}"
-
-
-def token_from(value: str) -> str:
-    """The token in a share URL or a bare token; raises ShareError when there is none."""
-    text = value.strip()
-    candidate = text
-    if "/" in text:
-        head, _, candidate = urlsplit(text).path.rstrip("/").rpartition("/")
-        if not head.endswith("/share"):
-            candidate = ""
-    if not is_token(candidate):
-        raise ShareError("That is not a share link; paste the URL shown under Share.")
-    return candidate
 
 
 def _settings(request: GenerationRequest, start_image: bool) -> list[tuple[str, str]]:
@@ -255,96 +226,59 @@ def share_routes(find: Finder, base_url: Callable[[Request], str] | None = None)
 
 
 
-def storage_finder(db: Database) -> Finder:
-    """A finder over the studio's storage: active link, completed take, files inside the media folder."""
+def storage_finder(store: Store) -> Finder:
+    """A finder over the studio's storage: live link, completed take whose video is on disk."""
 
     def find(token: str) -> SharedTake | None:
-        with db.read_session() as session, session.begin():
-            shared = resolve_share(session, token)
+        shared = store.resolve_share(token)
         if shared is None:
             return None
         take, link = shared
-        if take.status != TakeStatus.COMPLETED or take.video_path is None or take.media_missing:
+        video = store.media_of(take, "video")
+        if take.status != TakeStatus.COMPLETED or video is None or take.media_missing:
             return None  # a page whose video is gone answers 404, as its video does
         try:
-            video = db.media.resolve(take.video_path)
-            poster = db.media.resolve(take.poster_path) if take.poster_path else None
-            image = (db.media.resolve(take.image_path)
-                     if take.image_path and link.include_image else None)
-        except MediaPathError:
-            return None
-        try:
-            request = GenerationRequest.from_dict(take.request)
+            recipe = Recipe.from_dict(take.request)
         except (TypeError, ValueError):
             log.warning("Share link %s… names a take whose settings cannot be read.", token[:6])
             return None
+        image = store.media_of(take, "image") if link.include_image else None
         made = take.finished_at or take.queued_at
-        return SharedTake(token, request, made, video, poster,
-                          bool(take.image_path or request.image_path), image)
+        return SharedTake(token, recipe.request, made, video, store.media_of(take, "poster"),
+                          bool(take.image_path), image)
 
     return find
 
 
-def studio_share_routes(db: Database) -> list[BaseRoute]:
+def studio_share_routes(store: Store) -> list[BaseRoute]:
     """The share routes over the studio's storage (what `studio.server` mounts)."""
-    return share_routes(storage_finder(db))
+    return share_routes(storage_finder(store))
 
 
-def create_link(db: Database, owner: str, take_id: int, base_url: str,
-                include_image: bool = False) -> str:
-    """Share one of `owner`'s finished takes; returns the absolute page URL (the take's live link
-    when it already has one: storage keeps one active link per take until it is revoked). The page
-    shows the take's start image only when `include_image` (the latest choice holds)."""
-    with db.session() as session, session.begin():
-        take = get_take(session, owner, take_id)
-        if take is None:
-            raise ShareError("That take is not in your projects, so it cannot be shared.")
-        if take.status != TakeStatus.COMPLETED or take.video_path is None or take.media_missing:
-            raise ShareError("Only a finished take with its video can be shared; wait for it to complete.")
-        link = create_share_link(session, owner, take_id, include_image=include_image)
-    return share_url(base_url, link.token)
+def create_link(store: Store, owner: str, take_id: int, include_image: bool = False) -> str:
+    """Share one of `owner`'s finished takes; returns its token (the take's live link when it
+    already has one: storage keeps one live link per take until it is revoked). The page shows
+    the take's start image only when `include_image` (the latest choice holds)."""
+    take = store.get_take(owner, take_id)
+    if take is None:
+        raise ShareError("That take is not in your projects, so it cannot be shared.")
+    if take.status != TakeStatus.COMPLETED or take.video_path is None or take.media_missing:
+        raise ShareError("Only a finished take with its video can be shared; wait for it to complete.")
+    return store.share(owner, take_id, include_image=include_image).token
 
 
-def revoke_link(db: Database, owner: str, token_or_url: str) -> bool:
-    """End one of `owner`'s share links (a URL or a bare token); False when it was not theirs or unknown."""
-    token = token_from(token_or_url)
-    try:
-        with db.session() as session, session.begin():
-            revoke_share_link(session, owner, token)
-    except NotFoundError:
-        return False
-    return True
-
-
-def load_remix(db: Database, token: str) -> dict[str, Any] | None:
-    """The shared take's request dict for `/?remix=<token>`, or None for a link that does not work.
-
-    `image_path`, when the take had a start image and its owner chose to show it on the share
-    page, is the absolute path of that image in the media folder so the form can show it (never
-    sent to the browser: the UI hands Gradio a view copy); the remix is saved in the visitor's
-    own project.
-    """
+def load_remix(store: Store, token: str) -> tuple[Recipe, Path | None] | None:
+    """A shared take's recipe for `/?remix=<token>`, with its start image when the owner chose to
+    show it on the share page (the file in the media folder: the UI hands Gradio a view copy), or
+    None for a link that does not work. The remix is saved in the visitor's own project."""
     if not is_token(token):
         return None
-    with db.read_session() as session, session.begin():
-        shared = resolve_share(session, token)
+    shared = store.resolve_share(token)
     if shared is None or shared[0].status != TakeStatus.COMPLETED:
         return None
     take, link = shared
-    request = dict(take.request)
-    request["image_path"] = None
-    if take.image_path and link.include_image:
-        try:
-            request["image_path"] = str(db.media.resolve(take.image_path))
-        except MediaPathError:
-            pass
-    return request
-
-
-def remix_parent(db: Database, token: str) -> int | None:
-    """The id of the take behind a working share link: the remix's parent for lineage."""
-    if not is_token(token):
+    try:
+        recipe = Recipe.from_dict(take.request)
+    except (TypeError, ValueError):
         return None
-    with db.read_session() as session, session.begin():
-        take = resolve_share_link(session, token)
-    return take.id if take is not None else None
+    return recipe, store.media_of(take, "image") if link.include_image else None

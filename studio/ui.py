@@ -1,12 +1,24 @@
-"""The studio's Blocks: layout, elem_ids and event wiring (the logic lives in handlers.py)."""
+"""The studio's Blocks: layout, and the one place that maps handler views onto components.
+
+Handlers (`studio.handlers`) take form values by name and return small views; the functions
+below turn each view into a {component: value} dict, and `render` turns each take event into
+what the monitor shows, with one `match`. Every wired function goes through
+`studio.errors.user_errors`, so a failure reaches the page as a sentence.
+
+Layout: the shot (model, prompt, start image) and Generate come first, so at 1366x768 the prompt,
+Generate and the live preview are all in view; the monitor column stays in view while the page
+scrolls; the cinematic controls and settings follow; the projects and history come last. On a
+phone everything stacks in one column.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import time
+from typing import Any, Iterator
 
 import gradio as gr
 
+from pipelines.events import DecodingEvent, StepEvent
 from pipelines.prompting import VOCABULARY
 from pipelines.request import DEFAULT_NEGATIVE_PROMPT
 from pipelines.variants import get_variant
@@ -14,14 +26,13 @@ from pipelines.variants import get_variant
 from . import forms, hosting
 from .api import register_api
 from .errors import user_errors
-from .handlers import Handlers
-from .progress_view import empty_preview_html
+from .handlers import FormFill, Handlers, HistoryView, ProjectList, TakeView
+from .progress_view import empty_preview_html, message_html, preview_html, progress_html
+from .take_events import PreviewImage, TakeEvent, TakeFinished, TakeQueued, TakeStarted
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 GENERATION_SLOT = "generation"  # one concurrency group shared by the UI and the API
-# Generate handlers that may wait at once. The runner runs one take at a time; the handlers wait
-# for it, so each take is stored (and counted against its owner's queue limit) when submitted.
-GENERATION_HANDLERS = 16
+WATCHERS = 64  # take watches streaming at once (each only waits on the bus)
+HISTORY_REFRESH_S = 2.0  # while a take runs, its history tile's step is refreshed this often
 
 CONTROL_GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("Lighting", (("light_source", "Light source"), ("light_quality", "Quality / direction"),
@@ -41,21 +52,15 @@ def _elem(name: str) -> str:
     return name.replace("_", "-")
 
 
-class _Guarded:
-    """The handlers as the UI calls them: every method's failures become sentences (errors.py)."""
-
-    def __init__(self, handlers: Handlers) -> None:
-        self._handlers = handlers
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._handlers, name)
-        return user_errors(value) if callable(value) else value
+def _base_url(request: gr.Request | None) -> str | None:
+    try:
+        return hosting.public_base_url(request)
+    except ValueError:
+        return None
 
 
 def build_ui(handlers: Handlers) -> gr.Blocks:
     """Lay out the studio and wire every control to its handler."""
-    plain = handlers
-    handlers = _Guarded(plain)  # type: ignore[assignment]
     variant_id = handlers.initial_variant()
     spec = get_variant(variant_id)
     defaults = handlers.defaults(variant_id)
@@ -67,14 +72,13 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
         # This secret is sent to every visitor (it is in the page config): it only keeps the
         # anonymous key readable by its own browser. Nothing the server signs uses it.
         browser_key = gr.BrowserState("", storage_key="wan-studio-owner",
-                                      secret=plain.secrets.browser_state)
-        # The owner key every handler uses: set on page load from the signed-in account or the
-        # browser key, and kept server-side for the session (a client cannot change it).
+                                      secret=handlers.secrets.browser_state)
+        last_project = gr.BrowserState(None, storage_key="wan-studio-project")
+        # Server-side session state: a client cannot change these.
         owner = gr.State("")
         project_id = gr.State(None)
         history_ids = gr.State([])
-        selected = gr.State(None)
-        current = gr.State(None)
+        selected = gr.State(None)  # the take the monitor and its actions refer to
         lineage = gr.State(None)
 
         with gr.Row(elem_id="topbar"):
@@ -89,18 +93,24 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
             gr.HTML(history_note, elem_id="history-note")
 
         with gr.Row(elem_id="workspace", equal_height=False):
-            with gr.Column(scale=5, min_width=360, elem_id="shot-panel"):
+            with gr.Column(scale=5, min_width=320, elem_id="shot-panel"):
                 widgets["variant"] = gr.Dropdown(handlers.variant_choices(), value=variant_id,
                                                  label="Model", elem_id="variant")
                 errors["variant"] = _error_slot("variant")
-                widgets["prompt"] = gr.Textbox(label="Shot", lines=3, elem_id="prompt",
+                widgets["prompt"] = gr.Textbox(label="Shot", lines=3, max_lines=8, elem_id="prompt",
                                                placeholder="Subject + scene + motion, e.g. a red "
                                                "ball rolls across a meadow")
                 errors["prompt"] = _error_slot("prompt")
-                widgets["image"] = gr.Image(label="Start image", type="filepath", height=160,
+                widgets["image"] = gr.Image(label="Start image", type="filepath", height=150,
                                             visible=spec.takes_image, elem_id="image",
                                             sources=["upload", "clipboard"])
                 errors["image"] = _error_slot("image")
+                with gr.Row(elem_id="actions"):
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
+                    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
+                status = gr.HTML("", elem_id="generate-status", padding=False, container=False)
+                final_prompt = gr.Textbox(label="Final prompt (sent and stored)", interactive=False,
+                                          lines=2, max_lines=4, elem_id="final-prompt")
                 with gr.Tabs(elem_id="controls"):
                     for group, controls in CONTROL_GROUPS:
                         with gr.Tab(group, elem_classes=["control-group"]):
@@ -108,159 +118,416 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                                 for name, label in controls:
                                     widgets[name] = gr.Dropdown(
                                         [("—", "")] + [(t, t) for t in VOCABULARY[name]], value="",
-                                        label=label, elem_id=_elem(name), min_width=110)
+                                        label=label, elem_id=_elem(name), min_width=140)
                 errors["controls"] = _error_slot("controls")
-                final_prompt = gr.Textbox(label="Final prompt (sent and stored)", interactive=False,
-                                          lines=2, max_lines=4, elem_id="final-prompt")
                 with gr.Accordion("Settings", open=True, elem_id="settings"):
-                    with gr.Row():
+                    with gr.Row(elem_classes=["number-row"]):
                         size_preset = gr.Dropdown(forms.size_presets(variant_id, defaults),
                                                   value=start["size_preset"], label="Size",
-                                                  elem_id="size-preset", min_width=110)
+                                                  elem_id="size-preset", min_width=120)
                         widgets["width"] = gr.Number(start["width"], label="Width", precision=0,
-                                                     elem_id="width",
-                                                     min_width=80)
+                                                     elem_id="width", min_width=90)
                         widgets["height"] = gr.Number(start["height"], label="Height", precision=0,
-                                                      elem_id="height",
-                                                      min_width=80)
+                                                      elem_id="height", min_width=90)
+                        # follows typed frames too (a count off the list shows as itself)
                         frames_preset = gr.Dropdown(forms.frame_presets(defaults),
                                                     value=start["frames"], label="Frame preset",
-                                                    elem_id="frames-preset", min_width=90)
+                                                    elem_id="frames-preset", min_width=100,
+                                                    allow_custom_value=True)
                         widgets["frames"] = gr.Number(start["frames"], label="Frames (4n+1)",
-                                                      precision=0, elem_id="frames",
-                                                      min_width=80)
-                    with gr.Row():
+                                                      precision=0, elem_id="frames", min_width=90)
+                    with gr.Row(elem_classes=["number-row"]):
                         widgets["steps"] = gr.Number(start["steps"], label="Steps", precision=0,
-                                                     elem_id="steps", min_width=70)
+                                                     elem_id="steps", min_width=80)
                         widgets["seed"] = gr.Number(-1, label="Seed (-1 random)", precision=0,
-                                                    elem_id="seed", min_width=110)
-                        seed_button = gr.Button("Random", elem_id="seed-random", min_width=70,
+                                                    elem_id="seed", min_width=130)
+                        seed_button = gr.Button("Random", elem_id="seed-random", min_width=80,
                                                 scale=0, size="sm")
                         widgets["guidance"] = gr.Number(start["guidance"], label="Guidance high",
-                                                        elem_id="guidance", min_width=80)
+                                                        elem_id="guidance", min_width=100)
                         widgets["guidance_low"] = gr.Number(start["guidance_low"],
                                                             label="Guidance low",
                                                             visible=spec.experts == 2,
-                                                            elem_id="guidance-low", min_width=80)
+                                                            elem_id="guidance-low", min_width=100)
                         widgets["flow_shift"] = gr.Number(start["flow_shift"], label="Flow shift",
-                                                          elem_id="flow-shift", min_width=70)
+                                                          elem_id="flow-shift", min_width=90)
                     with gr.Accordion("Negative prompt (official default)", open=False):
                         widgets["negative_prompt"] = gr.Textbox(DEFAULT_NEGATIVE_PROMPT, lines=2,
                                                                 show_label=False,
                                                                 elem_id="negative-prompt")
                     errors["settings"] = _error_slot("settings")
-                with gr.Row(elem_id="actions"):
-                    generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
-                    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
 
-            with gr.Column(scale=6, min_width=420, elem_id="monitor-panel"):
+            with gr.Column(scale=6, min_width=320, elem_id="monitor-panel"):
                 preview = gr.HTML(empty_preview_html(), elem_id="preview")
                 progress = gr.HTML("", elem_id="progress")
                 video = gr.Video(label="Take", autoplay=True, loop=True, interactive=False,
-                                 elem_id="video", height=260)
+                                 elem_id="video", height=240)
                 with gr.Row(elem_id="take-actions"):
-                    remix = gr.Button("Remix", size="sm", elem_id="remix")
-                    continue_button = gr.Button("Continue", size="sm", elem_id="continue")
-                    favourite = gr.Button("☆ Favourite", size="sm", elem_id="favourite")
-                    delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-take")
+                    remix = gr.Button("Remix", size="sm", elem_id="remix", min_width=70)
+                    continue_button = gr.Button("Continue", size="sm", elem_id="continue",
+                                                min_width=70)
+                    favourite = gr.Button("☆ Favourite", size="sm", elem_id="favourite",
+                                          min_width=90)
+                    delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-take",
+                                       min_width=70)
+                with gr.Row(visible=False, elem_id="delete-take-confirm") as delete_confirm:
+                    gr.HTML('<p class="confirm-text">Delete this take and its files for good?</p>')
+                    delete_yes = gr.Button("Delete it", size="sm", variant="stop",
+                                           elem_id="delete-take-yes", min_width=80)
+                    delete_no = gr.Button("Keep it", size="sm", elem_id="delete-take-no",
+                                          min_width=80)
                 with gr.Row(elem_id="share-bar"):
-                    share = gr.Button("Share", size="sm", elem_id="share", scale=1)
+                    share = gr.Button("Share", size="sm", elem_id="share", scale=1, min_width=70)
                     share_url = gr.Textbox(label="Share link", interactive=False, buttons=["copy"],
-                                           elem_id="share-url", scale=4)
-                    revoke = gr.Button("Revoke", size="sm", elem_id="share-revoke", scale=1)
+                                           elem_id="share-url", scale=4, min_width=160)
+                    revoke = gr.Button("Revoke", size="sm", elem_id="share-revoke", scale=1,
+                                       min_width=70)
                 share_image = gr.Checkbox(False, label="Show the start image on the share page",
-                                          elem_id="share-image", container=False)
+                                          elem_id="share-image", container=False, visible=False)
                 details = gr.HTML("", elem_id="take-details")
 
         with gr.Column(elem_id="library"):
             with gr.Row(elem_id="projects-bar"):
-                project = gr.Dropdown([], label="Project", elem_id="project", scale=3)
+                project = gr.Dropdown([], label="Project", elem_id="project", scale=3, min_width=160)
                 project_name = gr.Textbox(label="Name", placeholder="New or new name",
-                                          elem_id="project-name", scale=3)
+                                          elem_id="project-name", scale=3, min_width=160)
                 create_project = gr.Button("New project", size="sm", elem_id="project-create",
-                                           scale=1)
-                rename_project = gr.Button("Rename", size="sm", elem_id="project-rename", scale=1)
+                                           scale=1, min_width=90)
+                rename_project = gr.Button("Rename", size="sm", elem_id="project-rename", scale=1,
+                                           min_width=80)
                 delete_project = gr.Button("Delete project", size="sm", variant="stop",
-                                           elem_id="project-delete", scale=1)
-            history = gr.Gallery(label="History", columns=6, height=260, allow_preview=False,
+                                           elem_id="project-delete", scale=1, min_width=110)
+            with gr.Row(visible=False, elem_id="project-delete-confirm") as project_confirm:
+                gr.HTML('<p class="confirm-text">Delete this project, every take in it and their '
+                        'files for good?</p>')
+                project_yes = gr.Button("Delete the project", size="sm", variant="stop",
+                                        elem_id="project-delete-yes", min_width=120)
+                project_no = gr.Button("Keep it", size="sm", elem_id="project-delete-no",
+                                       min_width=80)
+            history = gr.Gallery(label="History", columns=6, height=300, allow_preview=False,
                                  object_fit="cover", elem_id="history")
 
-        form = [widgets[name] for name in forms.FORM_FIELDS]
-        history_out = [history, history_ids]
+        # -- mapping views onto components (the only place that knows both) ------------------------
 
-        # -- load, variant and live prompt ----------------------------------------------
+        form_widgets = [widgets[name] for name in forms.FORM_FIELDS]
+        names = {widget: name for name, widget in widgets.items()}
+        take_out = [selected, video, details, favourite, share_url, share_image, revoke]
+        history_out = [history, history_ids]
+        project_out = [project, project_id, last_project]
+        form_out = [*form_widgets, lineage, status]
+        slot_out = [errors[slot] for slot in forms.ERROR_SLOTS]
+
+        def form_of(values: dict[Any, Any]) -> dict[str, Any]:
+            return {names[widget]: value for widget, value in values.items() if widget in names}
+
+        def take_outputs(view: TakeView) -> dict[Any, Any]:
+            return {selected: view.take_id, video: view.video, details: view.details,
+                    favourite: "★ Favourite" if view.favourite else "☆ Favourite",
+                    share_url: view.share_url,
+                    share_image: gr.update(value=view.share_image, visible=view.has_image),
+                    revoke: gr.update(interactive=bool(view.share_url))}
+
+        def history_outputs(view: HistoryView) -> dict[Any, Any]:
+            return {history: view.items, history_ids: view.take_ids}
+
+        def project_outputs(projects: ProjectList, chosen: int | None) -> dict[Any, Any]:
+            return {project: gr.update(choices=projects.choices, value=projects.selected),
+                    project_id: chosen, last_project: chosen}
+
+        def fill_outputs(fill: FormFill) -> dict[Any, Any]:
+            spec = get_variant(fill.values["variant"])
+            out: dict[Any, Any] = {widgets[name]: fill.values.get(name) for name in forms.FORM_FIELDS}
+            out[widgets["image"]] = gr.update(value=fill.values.get("image"), visible=spec.takes_image)
+            out[widgets["guidance_low"]] = gr.update(value=fill.values.get("guidance_low"),
+                                                     visible=spec.experts == 2)
+            out[lineage] = fill.lineage
+            out[status] = message_html(fill.message)
+            return out
+
+        def render(event: TakeEvent, owner_key: str, project: int | None,
+                   base: str | None) -> dict[Any, Any]:
+            match event:
+                case TakeQueued(take_id=take_id, position=position):
+                    ahead = f": {position - 1} ahead of it" if position and position > 1 else ""
+                    return {status: message_html(f"Take #{take_id} is queued{ahead}."),
+                            preview: empty_preview_html("Waiting for a free worker…"),
+                            progress: ""}
+                case TakeStarted(take_id=take_id, total=total):
+                    return {status: message_html(f"Take #{take_id} is running."),
+                            preview: empty_preview_html("Loading the model, then the first "
+                                                        "denoising step…"),
+                            progress: progress_html(0, total, None, 0.0, None)}
+                case StepEvent():
+                    return {progress: progress_html(event.index, event.total, event.expert,
+                                                    event.elapsed_s, event.eta_s)}
+                case PreviewImage():
+                    return {preview: preview_html(event.webp, event.index, event.total, event.expert)}
+                case DecodingEvent():
+                    return {progress: progress_html(event.total, event.total, None, 0.0, 0.0,
+                                                    phase="decoding")}
+                case TakeFinished(take=take):
+                    if take.status == "completed":
+                        took = f" in {event.elapsed_s:.1f} s" if event.elapsed_s else ""
+                        text, kind = f"Take #{take.id} done{took}. {event.message}".strip(), "done"
+                    elif take.status == "cancelled":
+                        text, kind = f"Take #{take.id}: {take.error or 'cancelled'}", "notice"
+                    else:
+                        text, kind = f"Take #{take.id} {take.status}: {take.error or event.message}", "error"
+                    out = {status: message_html(text, kind), progress: ""}
+                    return out | take_outputs(handlers.take_view(owner_key, take.id, base))
+            return {status: gr.skip()}
+
+        # -- wired functions -----------------------------------------------------------------------
+
+        @user_errors
+        def on_load(browser: str, last: Any, request: gr.Request,
+                    profile: gr.OAuthProfile | None = None) -> dict[Any, Any]:
+            page = handlers.load(browser, profile, last if isinstance(last, int) else None)
+            return {browser_key: page.browser_key, owner: page.owner, selected: page.unfinished,
+                    **project_outputs(page.projects, page.project_id),
+                    **history_outputs(page.history)}
+
+        @user_errors
+        def on_variant(variant: str) -> dict[Any, Any]:
+            chosen = get_variant(variant)
+            defaults = handlers.defaults(variant)
+            values = forms.form_for_variant(variant, defaults)
+            label = ("Start image (required)" if chosen.image_input == "required"
+                     else "Start image (optional: animates it)")
+            return {widgets["image"]: gr.update(visible=chosen.takes_image, label=label, value=None),
+                    size_preset: gr.update(choices=forms.size_presets(variant, defaults),
+                                           value=values["size_preset"]),
+                    widgets["width"]: values["width"], widgets["height"]: values["height"],
+                    frames_preset: gr.update(choices=forms.frame_presets(defaults),
+                                             value=values["frames"]),
+                    widgets["frames"]: values["frames"], widgets["steps"]: values["steps"],
+                    widgets["guidance"]: values["guidance"],
+                    widgets["guidance_low"]: gr.update(visible=chosen.experts == 2,
+                                                       value=values["guidance_low"]),
+                    widgets["flow_shift"]: values["flow_shift"]}
+
+        def on_compose(values: dict[Any, Any]) -> str:
+            return handlers.compose(form_of(values))
+
+        def on_size_preset(label: str) -> dict[Any, Any]:
+            size = forms.parse_size(label)
+            if size is None:  # "custom": keep what is typed
+                return {widgets["width"]: gr.skip()}
+            return {widgets["width"]: size[0], widgets["height"]: size[1]}
+
+        def on_size_typed(width: Any, height: Any, current: str) -> Any:
+            return gr.skip() if forms.parse_size(current) == (width, height) else forms.CUSTOM
+
+        def on_frames_typed(frames: Any) -> Any:
+            return frames if isinstance(frames, (int, float)) else gr.skip()
+
+        @user_errors
+        def on_check(values: dict[Any, Any]) -> dict[Any, Any]:
+            check = handlers.check(form_of(values))
+            out: dict[Any, Any] = {errors[slot]: "" for slot in forms.ERROR_SLOTS}
+            for name in forms.FORM_FIELDS:
+                out[widgets[name]] = gr.update(
+                    elem_classes=["field-error"] if name == check.field else [])
+            if check.message:
+                out[errors[check.slot]] = message_html(check.message, "error")
+                out[status] = message_html(check.message, "error")
+            return out
+
+        @user_errors
+        def on_require(values: dict[Any, Any]) -> None:
+            check = handlers.check(form_of(values))
+            if check.message:
+                raise gr.Error(check.message)
+
+        @user_errors
+        def on_submit(values: dict[Any, Any]) -> dict[Any, Any]:
+            made = handlers.submit(values[owner], values[project_id], values[lineage],
+                                   form_of(values))
+            notices = " ".join(made.notices)
+            return {selected: made.take_id, lineage: None,
+                    status: message_html(f"Take #{made.take_id} is queued. {notices}".strip()),
+                    **project_outputs(handlers.projects(values[owner], made.project_id),
+                                      made.project_id),
+                    **history_outputs(handlers.history(values[owner], made.project_id))}
+
+        watching: dict[str, int] = {}  # session -> the take its monitor follows now
+
+        @user_errors
+        def on_watch(owner_key: str, take_id: int | None, project: int | None,
+                     request: gr.Request) -> Iterator[dict[Any, Any]]:
+            if not take_id:  # nothing to watch (a generator that yields nothing would blank
+                yield {status: gr.skip()}  # every output)
+                return
+            session = getattr(request, "session_hash", None) or ""
+            watching[session] = take_id  # a newer take of this page takes the monitor over
+            base = _base_url(request)
+            refreshed = 0.0
+            for event in handlers.watch(take_id):
+                if watching.get(session) != take_id:
+                    return
+                out = render(event, owner_key, project, base)
+                now = time.monotonic()
+                if (isinstance(event, (TakeQueued, TakeStarted, TakeFinished))
+                        or now - refreshed > HISTORY_REFRESH_S):
+                    refreshed = now
+                    out |= history_outputs(handlers.history(owner_key, project))
+                yield out
+            if watching.get(session) == take_id:
+                del watching[session]
+
+        @user_errors
+        def on_select(owner_key: str, ids: list[int], evt: gr.SelectData,
+                      request: gr.Request) -> dict[Any, Any]:
+            index = evt.index if isinstance(evt.index, int) else evt.index[0]
+            return take_outputs(handlers.select_take(owner_key, ids, index, _base_url(request)))
+
+        @user_errors
+        def on_share(owner_key: str, take_id: int | None, include: bool,
+                     request: gr.Request) -> dict[Any, Any]:
+            return take_outputs(handlers.share(owner_key, take_id, include, _base_url(request)))
+
+        @user_errors
+        def on_share_image(owner_key: str, take_id: int | None, include: bool, link: str,
+                           request: gr.Request) -> dict[Any, Any]:
+            if not link:  # no live link yet: the choice applies when Share is pressed
+                return {selected: gr.skip()}
+            return take_outputs(handlers.share(owner_key, take_id, include, _base_url(request)))
+
+        @user_errors
+        def on_revoke(owner_key: str, take_id: int | None, request: gr.Request) -> dict[Any, Any]:
+            view = handlers.revoke(owner_key, take_id, _base_url(request))
+            return take_outputs(view) | {
+                status: message_html("The link is revoked: it now shows a not-found page.", "notice")}
+
+        @user_errors
+        def on_favourite(owner_key: str, take_id: int | None, project: int | None,
+                         request: gr.Request) -> dict[Any, Any]:
+            view = handlers.toggle_favourite(owner_key, take_id, _base_url(request))
+            return take_outputs(view) | history_outputs(handlers.history(owner_key, project))
+
+        @user_errors
+        def on_delete(owner_key: str, take_id: int | None, project: int | None) -> dict[Any, Any]:
+            handlers.delete_take(owner_key, take_id)
+            return (take_outputs(TakeView()) | history_outputs(handlers.history(owner_key, project))
+                    | {delete_confirm: gr.update(visible=False)})
+
+        @user_errors
+        def on_remix(owner_key: str, take_id: int | None) -> dict[Any, Any]:
+            return fill_outputs(handlers.remix(owner_key, take_id))
+
+        @user_errors
+        def on_continue(owner_key: str, take_id: int | None) -> dict[Any, Any]:
+            return fill_outputs(handlers.continue_take(owner_key, take_id))
+
+        @user_errors
+        def on_remix_link(request: gr.Request) -> dict[Any, Any]:
+            token = (request.query_params.get("remix") if request is not None else None) or ""
+            if not token:
+                return {status: gr.skip()}
+            fill = handlers.remix_from_link(token)
+            if fill is None:
+                return {status: message_html("That remix link no longer works.", "notice")}
+            return fill_outputs(fill)
+
+        @user_errors
+        def on_cancel(owner_key: str, take_id: int | None) -> str:
+            return handlers.cancel(owner_key, take_id)
+
+        @user_errors
+        def on_switch_project(owner_key: str, chosen: int | None) -> dict[Any, Any]:
+            chosen = chosen or None
+            return ({project_id: chosen, last_project: chosen}
+                    | history_outputs(handlers.history(owner_key, chosen)) | take_outputs(TakeView()))
+
+        @user_errors
+        def on_create_project(owner_key: str, name: str) -> dict[Any, Any]:
+            projects, chosen = handlers.create_project(owner_key, name)
+            return (project_outputs(projects, chosen) | history_outputs(HistoryView([], []))
+                    | take_outputs(TakeView()) | {project_name: ""})
+
+        @user_errors
+        def on_rename_project(owner_key: str, chosen: int | None, name: str) -> dict[Any, Any]:
+            projects, renamed = handlers.rename_project(owner_key, chosen, name)
+            return project_outputs(projects, renamed) | {project_name: ""}
+
+        @user_errors
+        def on_delete_project(owner_key: str, chosen: int | None) -> dict[Any, Any]:
+            projects, remaining = handlers.delete_project(owner_key, chosen)
+            return (project_outputs(projects, remaining)
+                    | history_outputs(handlers.history(owner_key, remaining))
+                    | take_outputs(TakeView()) | {project_confirm: gr.update(visible=False)})
+
+        def ask(row: Any) -> Any:
+            return lambda: gr.update(visible=True)
+
+        def dismiss(row: Any) -> Any:
+            return lambda: gr.update(visible=False)
+
+        # -- wiring --------------------------------------------------------------------------------
         # Dropdowns use .select (a user's pick): .input also fires on blur, which would reset
         # the settings whenever focus merely passes through.
-        demo.load(handlers.load, [browser_key],
-                  [browser_key, owner, project, history, history_ids, project_id],
-                  api_visibility="private")
+        private = {"api_visibility": "private"}
+        quick = {"queue": False, "show_progress": "hidden", **private}
+        watch_args = dict(fn=on_watch, inputs=[owner, selected, project_id],
+                          outputs=[status, preview, progress, *take_out, *history_out],
+                          concurrency_limit=WATCHERS, concurrency_id="watch",
+                          show_progress="hidden", **private)
+
+        loaded = demo.load(on_load, [browser_key, last_project],
+                           [browser_key, owner, selected, *project_out, *history_out], **private)
+        loaded.then(**watch_args)  # a take still queued or running: watch it again
         if sign_in_note is not None:
-            demo.load(handlers.sign_in_note, None, sign_in_note, api_visibility="private")
+            demo.load(user_errors(handlers.sign_in_note), None, sign_in_note, **private)
         widgets["variant"].select(
-            handlers.switch_variant, [widgets["variant"]],
+            on_variant, [widgets["variant"]],
             [widgets["image"], size_preset, widgets["width"], widgets["height"], frames_preset,
-             widgets["frames"],
-             widgets["steps"], widgets["guidance"], widgets["guidance_low"], widgets["flow_shift"]],
-            queue=False, api_visibility="private")
+             widgets["frames"], widgets["steps"], widgets["guidance"], widgets["guidance_low"],
+             widgets["flow_shift"]], **quick)
         gr.on([widgets[n].change for n in ("variant", "prompt", "image", *forms.CONTROL_FIELDS)]
-              + [demo.load], handlers.compose, form, final_prompt, queue=False,
-              show_progress="hidden", api_visibility="private")
-        size_preset.select(handlers.apply_size_preset, [size_preset],
-                           [widgets["width"], widgets["height"]], queue=False,
-                           api_visibility="private")
-        gr.on([widgets["width"].input, widgets["height"].input], handlers.size_label,
-              [widgets["width"], widgets["height"], size_preset], size_preset, queue=False,
-              show_progress="hidden", api_visibility="private")
-        frames_preset.select(lambda n: n, frames_preset, widgets["frames"], queue=False,
-                            api_visibility="private")
-        seed_button.click(handlers.random_seed, None, widgets["seed"], queue=False,
-                          api_visibility="private")
+              + [demo.load], on_compose, set(form_widgets), final_prompt, **quick)
+        size_preset.select(on_size_preset, [size_preset], [widgets["width"], widgets["height"]],
+                           **quick)
+        gr.on([widgets["width"].input, widgets["height"].input], on_size_typed,
+              [widgets["width"], widgets["height"], size_preset], size_preset, **quick)
+        widgets["frames"].input(on_frames_typed, widgets["frames"], frames_preset, **quick)
+        frames_preset.select(lambda chosen: chosen, frames_preset, widgets["frames"], **quick)
+        seed_button.click(handlers.random_seed, None, widgets["seed"], **quick)
 
-        # -- generate and cancel ------------------------------------------------------------
-        error_slots = [errors[slot] for slot in forms.ERROR_SLOTS]
-        checked = generate.click(handlers.field_errors, form, [*error_slots, *form], queue=False,
-                                 show_progress="hidden", api_visibility="private")
-        checked = checked.then(handlers.require_valid, form, None, queue=False,
-                               show_progress="hidden", api_visibility="private")
-        run = checked.success(
-            handlers.generate, [owner, project_id, lineage, *form],
-            [preview, progress, video, current, history, history_ids, project, project_id],
-            concurrency_limit=GENERATION_HANDLERS, concurrency_id=GENERATION_SLOT,
-            show_progress="full", show_progress_on=[video], api_name="ui_generate",
-            api_visibility="private")  # the empty video area shows the queue position
-        run.then(lambda: None, None, lineage, queue=False, api_visibility="private")
-        cancel.click(handlers.cancel, [owner, current], progress, cancels=[run], queue=False,
-                     api_name="ui_cancel", api_visibility="private")
+        checked = generate.click(on_check, set(form_widgets), [*slot_out, *form_widgets, status],
+                                 **quick)
+        checked = checked.then(on_require, set(form_widgets), None, **quick)
+        submitted = checked.success(
+            on_submit, {owner, project_id, lineage, *form_widgets},
+            [selected, lineage, status, *project_out, *history_out],
+            concurrency_limit=None, show_progress="hidden", api_name="ui_generate", **private)
+        submitted.success(**watch_args)
+        cancel.click(on_cancel, [owner, selected], status, api_name="ui_cancel", **quick)
 
-        # -- projects and history -----------------------------------------------------------
-        project.input(handlers.switch_project, [owner, project],
-                      [history, history_ids, selected, details, project_id],
-                      api_visibility="private")
-        create_project.click(handlers.create_project, [owner, project_name],
-                             [project, history, history_ids, project_name, project_id],
-                             api_visibility="private")
-        rename_project.click(handlers.rename_project, [owner, project_id, project_name],
-                             [project, project_name, project_id], api_visibility="private")
-        delete_project.click(handlers.delete_project, [owner, project_id],
-                             [project, history, history_ids, selected, project_id],
-                             api_visibility="private")
-        history.select(handlers.select_take, [owner, history_ids],
-                       [selected, video, details, favourite], api_visibility="private")
-        remix.click(handlers.remix, [owner, selected], [*form, lineage, progress],
-                    api_visibility="private")
-        continue_button.click(handlers.continue_take, [owner, selected], [*form, lineage, progress],
-                              api_visibility="private")
-        favourite.click(handlers.toggle_favourite, [owner, selected, project_id],
-                        [favourite, *history_out], api_visibility="private")
-        delete.click(handlers.delete_take, [owner, selected, project_id],
-                     [selected, video, details, *history_out], api_visibility="private")
+        project.input(on_switch_project, [owner, project],
+                      [project_id, last_project, *history_out, *take_out], **private)
+        create_project.click(on_create_project, [owner, project_name],
+                             [*project_out, *history_out, *take_out, project_name], **private)
+        rename_project.click(on_rename_project, [owner, project_id, project_name],
+                             [*project_out, project_name], **private)
+        delete_project.click(ask(project_confirm), None, project_confirm, **quick)
+        project_no.click(dismiss(project_confirm), None, project_confirm, **quick)
+        project_yes.click(on_delete_project, [owner, project_id],
+                          [*project_out, *history_out, *take_out, project_confirm], **private)
 
-        share.click(handlers.share, [owner, selected, share_image], share_url,
-                    api_visibility="private")
-        revoke.click(handlers.revoke, [owner, share_url], [share_url, progress],
-                     api_visibility="private")
-        demo.load(handlers.remix_from_link, None, [*form, lineage, progress],
-                  api_visibility="private")
+        history.select(on_select, [owner, history_ids], take_out, **private)
+        remix.click(on_remix, [owner, selected], form_out, **private)
+        continue_button.click(on_continue, [owner, selected], form_out, **private)
+        favourite.click(on_favourite, [owner, selected, project_id], [*take_out, *history_out],
+                        **private)
+        delete.click(ask(delete_confirm), None, delete_confirm, **quick)
+        delete_no.click(dismiss(delete_confirm), None, delete_confirm, **quick)
+        delete_yes.click(on_delete, [owner, selected, project_id],
+                         [*take_out, *history_out, delete_confirm], **private)
+        share.click(on_share, [owner, selected, share_image], take_out, **private)
+        share_image.input(on_share_image, [owner, selected, share_image, share_url], take_out,
+                          **private)
+        revoke.click(on_revoke, [owner, selected], [*take_out, status], **private)
+        demo.load(on_remix_link, None, form_out, **private)
 
-        register_api(plain, GENERATION_SLOT, GENERATION_HANDLERS)
+        register_api(handlers, GENERATION_SLOT, WATCHERS)
     return demo

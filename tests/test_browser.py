@@ -117,7 +117,7 @@ def test_write_pick_generate_watch_and_keep(studio_url: str, browser, tmp_path: 
     page.wait_for_function("document.querySelector('#video video').readyState >= 1", timeout=30_000)
     assert 0 < page.evaluate("document.querySelector('#video video').duration") < 1.5  # 9 frames
     page.wait_for_selector("#history img", timeout=30_000)
-    assert "completed" in page.inner_text("#history")
+    assert " done " in page.inner_text("#history")
     shots = Path(os.environ.get("WAN_STUDIO_SCREENSHOTS", tmp_path))
     page.screenshot(path=str(shots / "after-generate.png"), full_page=True)
 

@@ -333,3 +333,11 @@ def test_prompt_encoder_gives_the_rows_of_the_pipelines_512_token_encoding(tmp_p
     for rows, padded in zip(short, full):
         assert torch.allclose(padded[: len(rows)], rows, atol=1e-6)
         assert padded[len(rows):].abs().max() == 0
+
+
+@pytest.mark.parametrize("variant", ["t2v-a14b", "i2v-a14b", "ti2v-5b"])
+def test_the_demo_folders_say_what_their_models_know(variant: str) -> None:
+    from training.captions import knowledge
+
+    studio = json.loads((DEMO / variant / "studio.json").read_text())
+    assert studio["knows"] == knowledge(), "written by training.assemble from the world's captions"

@@ -27,6 +27,30 @@ def imported_roots(path: Path) -> set[str]:
     return roots
 
 
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_studio_sees_storage_only_through_its_operations():
+    """No table, session or SQL in studio/: storage owns its transactions (storage.Store)."""
+    offences = {
+        str(path.relative_to(ROOT)): sorted(
+            name for name in imported_modules(path)
+            if name.startswith(("storage.models", "storage.db", "storage.projects", "storage.takes",
+                                "storage.queue", "storage.shares", "sqlalchemy", "alembic")))
+        for path in (ROOT / "studio").rglob("*.py")
+    }
+    assert {k: v for k, v in offences.items() if v} == {}
+
+
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_package_imports_nothing_above_it(package):
     offences = {

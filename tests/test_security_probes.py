@@ -31,14 +31,16 @@ import psutil
 import pytest
 from gradio_client import Client
 from PIL import Image
+from studio_helpers import TINY, form_values, free_port, weights_map
 
 import storage
+from pipelines.events import StepEvent
 from pipelines.video import read_settings
 from studio.limits import MAX_BODY_BYTES, Limits
 from studio.media_links import MediaSigner
 from studio.owners import account_owner_key, legacy_account_owner_key, new_owner_key
 from studio.server import QUEUE_SLOTS, Studio, build_studio, launch_kwargs
-from studio_helpers import TINY, form_values, free_port, ordered, weights_map
+from studio.take_events import TakeFinished
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT: list[tuple[str, int, str]] = []
@@ -144,8 +146,7 @@ def share_token(served: Served, owner: str, take_id: int, include_image: bool = 
     """Share a take as its owner does from the studio; returns the token."""
     from studio.share import create_link
 
-    return create_link(served.studio.db, owner, take_id, served.url,
-                       include_image=include_image).rsplit("/", 1)[1]
+    return create_link(served.studio.store, owner, take_id, include_image=include_image)
 
 
 def generate(served: Served, owner: str, **overrides: Any) -> list[dict[str, Any]]:
@@ -248,15 +249,14 @@ def test_shared_files_and_listings_carry_no_path_or_upload_name(served: Served,
                                                                 tmp_path: Path) -> None:
     handlers = served.studio.handlers
     owner = new_owner_key()
-    project = handlers.project_for_write(owner, None)
     exif = Image.Exif()
     exif[0x0131] = "SecretCam 1.0"
     upload = tmp_path / "gradio" / "f00d" / "holiday-at-grandmas-house.jpg"  # as Gradio keeps uploads
     upload.parent.mkdir(parents=True)
     Image.new("RGB", (64, 64), (30, 140, 60)).save(upload, format="JPEG", exif=exif.tobytes())
     form = form_values(variant="ti2v-5b", image=str(upload), flow_shift=5.0, guidance=5.0)
-    final = list(handlers.generate(owner, project, None, *ordered(form)))[-1]
-    take_id = final[3]
+    made = handlers.submit(owner, None, None, form)
+    take_id = list(handlers.watch(made.take_id))[-1].take.id
     token = share_token(served, owner, take_id)
     leaks = ("holiday-at-grandmas-house", str(tmp_path), "/gradio/", str(served.studio.data_dir),
              "SecretCam")
@@ -267,12 +267,12 @@ def test_shared_files_and_listings_carry_no_path_or_upload_name(served: Served,
     listed = served.client.predict(owner, 0, api_name="/takes")
     seen["/takes"] = json.dumps(listed).encode()
     _, seen["stored start image"] = served.raw("GET", listed[0]["image"])
-    with served.studio.db.read_session() as s, s.begin():
-        seen["stored recipe"] = storage.get_take(s, owner, take_id).request_json.encode()
+    seen["stored recipe"] = served.studio.store.get_take(owner, take_id).request_json.encode()
     for name, body in seen.items():
         for leak in leaks:
             assert leak.encode() not in body, f"{name} holds {leak!r}"
-    assert json.loads(seen["MP4 settings"])["image_path"] is None
+    settings = json.loads(seen["MP4 settings"])
+    assert "image_path" not in settings["request"] and len(settings["start_image"]) == 64
     assert served.raw("GET", f"/share/{token}/image")[0] == 404, "not shown unless chosen"
     record("Paths and upload names in a shared take's MP4, its settings, share page, /takes, "
            "stored recipe and start image (EXIF too)", len(seen) * len(leaks), "none found")
@@ -338,7 +338,8 @@ def test_takes_listing_sends_each_prompt_once(served: Served) -> None:
     generate(served, owner, prompt="a single telling of this prompt")
     listed = served.client.predict(owner, 0, 100, api_name="/takes")
     assert json.dumps(listed).count("a single telling of this prompt") == 2  # prompt + user text
-    assert "prompt" not in listed[0]["request"] and listed[0]["prompt"].startswith("a single")
+    assert "prompt" not in listed[0]["recipe"]["request"]
+    assert listed[0]["prompt"].startswith("a single")
 
 
 # -- 4. limits -----------------------------------------------------------------------------------
@@ -500,20 +501,24 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-def _run_filling(studio: Studio, owner: str, project: int, filler_dir: Path,
-                 free_after_s: float | None) -> list[tuple]:
+def _run_filling(studio: Studio, owner: str, filler_dir: Path,
+                 free_after_s: float | None) -> TakeFinished:
     """Generate a take, filling the disk at its first step; optionally free it after a while."""
-    outputs = []
     filler: Path | None = None
-    for out in studio.handlers.generate(owner, project, None, *ordered(form_values(steps=8))):
-        outputs.append(out)
-        if filler is None and isinstance(out[1], str) and "Step " in out[1]:
+    made = studio.handlers.submit(owner, None, None, form_values(steps=8))
+    for event in studio.handlers.watch(made.take_id):
+        if filler is None and isinstance(event, StepEvent):
             filler = _fill(filler_dir)
             if free_after_s is not None:
                 threading.Timer(free_after_s, filler.unlink).start()
     if free_after_s is None and filler is not None:
         filler.unlink()
-    return outputs
+    return event
+
+
+def _generate(studio: Studio, owner: str, **overrides: Any) -> TakeFinished:
+    made = studio.handlers.submit(owner, None, None, form_values(**overrides))
+    return list(studio.handlers.watch(made.take_id))[-1]
 
 
 def test_a_full_disk_mid_run_fails_the_take_with_a_sentence_and_the_next_one_completes(
@@ -523,17 +528,12 @@ def test_a_full_disk_mid_run_fails_the_take_with_a_sentence_and_the_next_one_com
                               save_wait_s=1.0)
         try:
             owner = new_owner_key()
-            project = studio.handlers.project_for_write(owner, None)
-            outputs = _run_filling(studio, owner, project, folder, free_after_s=None)
-            failed_id = outputs[-1][3]
-            assert "disk is full" in outputs[-1][1], outputs[-1][1]
-            final = list(studio.handlers.generate(owner, project, None,
-                                                  *ordered(form_values(seed=11))))[-1]
-            assert final[2] is not None and "done" in final[1], "the next take completes"
-            with studio.db.read_session() as s, s.begin():
-                failed = storage.get_take(s, owner, failed_id)
-                assert failed.status == "failed" and "disk is full" in failed.error
-                assert storage.count_unfinished(s, owner) == 0
+            ended = _run_filling(studio, owner, folder, free_after_s=None)
+            assert ended.take.status == "failed" and "disk is full" in ended.message, ended.message
+            assert _generate(studio, owner, seed=11).take.status == "completed", "the next one"
+            failed = studio.store.get_take(owner, ended.take.id)
+            assert failed.status == "failed" and "disk is full" in failed.error
+            assert studio.store.list_unfinished() == []
         finally:
             studio.close()
     record("Data folder's disk filled at the first step, freed after the take ended", 1,
@@ -546,45 +546,43 @@ def test_a_full_disk_freed_while_the_take_waits_still_saves_it(
         studio = build_studio(folder / "data", weights_map(tiny_weights), preview_interval_s=0.0,
                               save_wait_s=30.0)
         try:
-            owner = new_owner_key()
-            project = studio.handlers.project_for_write(owner, None)
-            outputs = _run_filling(studio, owner, project, folder, free_after_s=1.5)
-            assert outputs[-1][2] is not None and "done" in outputs[-1][1], outputs[-1][1]
+            ended = _run_filling(studio, new_owner_key(), folder, free_after_s=1.5)
+            assert ended.take.status == "completed", ended.message
         finally:
             studio.close()
     record("Disk filled at the first step, freed while the finished take waited to be saved", 1,
            "saved on the retry: completed")
 
 
-def test_fault_injection_a_database_error_in_the_final_write_frees_the_slot(
+def test_fault_injection_a_database_error_in_the_final_write_frees_the_worker(
         tiny_weights: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a tmpfs: the final write raises the error SQLite gives when the disk is full."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    import storage.queue
+
     studio = build_studio(tmp_path / "data", weights_map(tiny_weights), preview_interval_s=0.0,
                           save_wait_s=0.5)
     try:
         owner = new_owner_key()
-        project = studio.handlers.project_for_write(owner, None)
-        real = storage.finish_take
+        real = storage.queue.finish_take
         failures = {"left": 3}  # the save, its retry, and marking it failed
 
         def failing(*args: Any, **kwargs: Any) -> Any:
             if failures["left"]:
                 failures["left"] -= 1
-                import sqlite3
-
-                from sqlalchemy.exc import OperationalError
                 raise OperationalError("UPDATE takes ...", {}, sqlite3.OperationalError(
                     "database or disk is full"))
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(storage, "finish_take", failing)
-        outputs = list(studio.handlers.generate(owner, project, None, *ordered(form_values())))
-        assert "disk is full" in outputs[-1][1] and "UPDATE" not in outputs[-1][1]
-        monkeypatch.setattr(storage, "finish_take", real)
-        final = list(studio.handlers.generate(owner, project, None, *ordered(form_values(seed=3))))
-        assert final[-1][2] is not None
-        with studio.db.read_session() as s, s.begin():
-            assert storage.get_take(s, owner, outputs[-1][3]).status == "failed"
+        monkeypatch.setattr(storage.queue, "finish_take", failing)
+        ended = _generate(studio, owner)
+        assert "disk is full" in ended.message and "UPDATE" not in ended.message
+        monkeypatch.setattr(storage.queue, "finish_take", real)
+        assert _generate(studio, owner, seed=3).take.status == "completed"
+        assert studio.store.get_take(owner, ended.take.id).status == "failed"
     finally:
         studio.close()
 
@@ -593,8 +591,9 @@ def test_fault_injection_a_database_error_in_the_final_write_frees_the_slot(
 
 def test_paths_stored_by_older_studios_are_cleaned_at_start_up(tiny_weights: dict[str, Path],
                                                                tmp_path: Path) -> None:
-    from pipelines.video import read_frames, write_mp4
     from share_support import tiny_request
+
+    from pipelines.video import read_frames, write_mp4
 
     data = tmp_path / "data"
     leaked = "/tmp/gradio/3f2a/holiday-at-grandmas-house.png"

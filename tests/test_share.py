@@ -14,18 +14,16 @@ from starlette.testclient import TestClient
 
 from pipelines.request import GenerationRequest
 from share_support import PageParser, finished_take, share, tiny_request
-from storage import Database, add_take, finish_take, get_or_create_default_project, start_take
+from storage import (Database, NotFoundError, Store, add_take, finish_take,
+                     get_or_create_default_project, start_take)
 from studio.share import (
     ShareError,
     create_link,
     is_token,
     load_remix,
-    remix_parent,
-    revoke_link,
     share_routes,
     shorten,
     storage_finder,
-    token_from,
 )
 
 BASE = "http://testserver"
@@ -42,7 +40,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
 def client(db: Database, monkeypatch: pytest.MonkeyPatch) -> TestClient:
     for name in ("WAN_STUDIO_PUBLIC_URL", "SPACE_HOST", "SPACE_ID"):
         monkeypatch.delenv(name, raising=False)
-    return TestClient(Starlette(routes=share_routes(storage_finder(db))))
+    return TestClient(Starlette(routes=share_routes(storage_finder(Store(db)))))
 
 
 def test_page_shows_the_take(db: Database, client: TestClient, tmp_path: Path) -> None:
@@ -155,7 +153,7 @@ def test_poster_is_served_by_token(db: Database, client: TestClient, tmp_path: P
 def test_revoked_and_unknown_links_get_the_same_404(db: Database, client: TestClient, tmp_path: Path) -> None:
     take = finished_take(db, "alice", "waves", tmp_path / "work")
     token = share(db, "alice", take.id)
-    assert revoke_link(db, "alice", token) is True
+    Store(db).revoke("alice", token)
     never = "A" * 43
     pages = [client.get(f"/share/{t}") for t in (token, never, "short", "bad%20token")]
     assert {p.status_code for p in pages} == {404}
@@ -189,63 +187,54 @@ def test_page_reveals_nothing_beyond_the_take(db: Database, client: TestClient, 
 
 # --- handlers the studio UI calls ---------------------------------------------------------------
 
-def test_create_link_returns_a_working_absolute_url(db: Database, client: TestClient, tmp_path: Path) -> None:
+def test_create_link_returns_a_working_token_and_never_reuses_a_revoked_one(
+        db: Database, client: TestClient, tmp_path: Path) -> None:
     take = finished_take(db, "alice", "waves", tmp_path / "work")
-    url = create_link(db, "alice", take.id, "https://studio.example.org/")
-    assert url.startswith("https://studio.example.org/share/")
-    token = token_from(url)
+    token = create_link(Store(db), "alice", take.id)
     assert is_token(token) and len(token) >= 22
+    assert create_link(Store(db), "alice", take.id) == token, "one live link per take"
     assert client.get(f"/share/{token}").status_code == 200
-    revoke_link(db, "alice", url)
-    again = create_link(db, "alice", take.id, BASE)
-    assert token_from(again) != token, "a revoked token is never handed out again"
-    assert client.get(f"/share/{token_from(again)}").status_code == 200
+    Store(db).revoke("alice", token)
+    again = create_link(Store(db), "alice", take.id)
+    assert again != token, "a revoked token is never handed out again"
+    assert client.get(f"/share/{again}").status_code == 200
 
 
 def test_create_link_refuses_another_owners_take_and_unfinished_takes(db: Database, tmp_path: Path) -> None:
     take = finished_take(db, "alice", "waves", tmp_path / "work")
     with pytest.raises(ShareError, match="not in your projects"):
-        create_link(db, "mallory", take.id, BASE)
+        create_link(Store(db), "mallory", take.id)
     with pytest.raises(ShareError, match="not in your projects"):
-        create_link(db, "alice", 999_999, BASE)
+        create_link(Store(db), "alice", 999_999)
     with db.session() as session, session.begin():
         project = get_or_create_default_project(session, "alice")
         pending = add_take(session, "alice", project.id, take.request)
     with pytest.raises(ShareError, match="finished take"):
-        create_link(db, "alice", pending.id, BASE)
+        create_link(Store(db), "alice", pending.id)
 
 
-def test_revoke_link_takes_a_url_or_token_and_only_the_owners(db: Database, client: TestClient,
-                                                               tmp_path: Path) -> None:
+def test_only_the_owner_revokes_a_link(db: Database, client: TestClient, tmp_path: Path) -> None:
     take = finished_take(db, "alice", "waves", tmp_path / "work")
-    url = create_link(db, "alice", take.id, BASE)
-    token = token_from(url)
-    assert revoke_link(db, "mallory", url) is False
+    token = create_link(Store(db), "alice", take.id)
+    with pytest.raises(NotFoundError):
+        Store(db).revoke("mallory", token)
     assert client.get(f"/share/{token}").status_code == 200, "another owner cannot revoke it"
-    assert revoke_link(db, "alice", url) is True
+    Store(db).revoke("alice", token)
     assert client.get(f"/share/{token}").status_code == 404
-    assert revoke_link(db, "alice", "B" * 43) is False
+    with pytest.raises(NotFoundError):
+        Store(db).revoke("alice", "B" * 43)
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "hello", "https://x.org/other/" + "A" * 43,
-                                 "https://x.org/share/../studio.db", "A" * 500])
-def test_token_from_refuses_what_is_not_a_share_link(bad: str) -> None:
-    with pytest.raises(ShareError, match="not a share link"):
-        token_from(bad)
-
-
-def test_load_remix_gives_the_takes_request_and_parent(db: Database, tmp_path: Path) -> None:
+def test_load_remix_gives_the_takes_recipe(db: Database, tmp_path: Path) -> None:
     take = finished_take(db, "alice", "waves at dawn", tmp_path / "work", seed=99)
     token = share(db, "alice", take.id)
-    remix = load_remix(db, token)
-    assert remix is not None
-    assert GenerationRequest.from_dict(remix) == GenerationRequest.from_dict(take.request)
-    assert remix["seed"] == 99 and remix["image_path"] is None
-    assert remix_parent(db, token) == take.id
-    revoke_link(db, "alice", token)
-    assert load_remix(db, token) is None and remix_parent(db, token) is None
-    assert load_remix(db, "not a token") is None
-    assert load_remix(db, "C" * 43) is None
+    recipe, image = load_remix(Store(db), token)
+    assert recipe.request == GenerationRequest.from_dict(take.request)
+    assert recipe.request.seed == 99 and image is None
+    Store(db).revoke("alice", token)
+    assert load_remix(Store(db), token) is None
+    assert load_remix(Store(db), "not a token") is None
+    assert load_remix(Store(db), "C" * 43) is None
 
 
 def test_a_start_image_is_private_unless_its_owner_shows_it(db: Database, client: TestClient,
@@ -259,18 +248,18 @@ def test_a_start_image_is_private_unless_its_owner_shows_it(db: Database, client
     assert "Start image yes" in " ".join(PageParser(html).text["share-settings"].split())
     assert f"/share/{token}/image" not in html and take.image_path not in html
     assert client.get(f"/share/{token}/image").status_code == 404
-    assert load_remix(db, token)["image_path"] is None
+    assert load_remix(Store(db), token)[1] is None
     # shown once the owner ticks it (the live link takes the new choice)
-    assert create_link(db, "alice", take.id, "http://studio.test", include_image=True).endswith(token)
+    assert create_link(Store(db), "alice", take.id, include_image=True) == token
     html = client.get(f"/share/{token}").text
     assert PageParser(html).by_id["share-image"]["tag"] == "figure"
     served = client.get(f"/share/{token}/image")
     assert served.status_code == 200 and served.headers["content-type"] == "image/png"
     assert served.content == db.media.resolve(take.image_path).read_bytes()
-    image = Path(load_remix(db, token)["image_path"])
+    image = load_remix(Store(db), token)[1]
     assert image.is_file() and image.is_relative_to(db.media.root)
     assert take.image_path not in html
-    create_link(db, "alice", take.id, "http://studio.test")  # and hidden again
+    create_link(Store(db), "alice", take.id)  # and hidden again
     assert client.get(f"/share/{token}/image").status_code == 404
 
 

@@ -638,3 +638,17 @@ def test_ids_outside_the_database_range_are_refused_with_a_sentence(db: storage.
             storage.get_take(s, "alice", take_id)
         with pytest.raises(storage.InvalidInputError, match="no take"):
             storage.find_take(s, take_id)
+
+
+def test_an_owner_cannot_have_two_projects_of_one_name(db: storage.Database,
+                                                        project: storage.ProjectRecord) -> None:
+    with pytest.raises(storage.InvalidInputError, match="already have a project called"):
+        with db.session() as s, s.begin():
+            storage.create_project(s, "alice", "  alice's FILM ")  # case and spaces do not count
+    with db.session() as s, s.begin():
+        other = storage.create_project(s, "alice", "Second")
+        storage.create_project(s, "bob", "Alice's film")  # another owner's names are theirs
+        storage.rename_project(s, "alice", project.id, "ALICE'S FILM")  # its own name, recased
+    with pytest.raises(storage.InvalidInputError, match="already have a project called"):
+        with db.session() as s, s.begin():
+            storage.rename_project(s, "alice", other.id, "alice's film")

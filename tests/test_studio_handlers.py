@@ -1,4 +1,5 @@
-"""Studio handlers and forms without a browser: real storage, real engine, tiny weights."""
+"""Studio handlers and forms without a browser: real storage, the real worker and engine, tiny
+weights. Handlers take form values by name and return small views."""
 
 from __future__ import annotations
 
@@ -11,15 +12,19 @@ import pytest
 
 import storage
 from pipelines.errors import RequestError
+from pipelines.events import DecodingEvent, StepEvent
 from pipelines.manager import ModelManager
+from pipelines.recipe import Recipe
 from pipelines.request import DEFAULT_NEGATIVE_PROMPT, VariantDefaults
 from pipelines.variants import get_variant
 from studio import forms
+from studio.handlers import continue_variant
 from studio.owners import browser_state_secret, check_owner_key, ensure_owner_key, new_owner_key
 from studio.progress_view import animated_webp, progress_html
-from studio.runner import Runner, failure_message
 from studio.server import Studio, build_studio, launch_kwargs
-from studio_helpers import form_values, ordered, weights_map
+from studio.take_events import PreviewImage, TakeFinished, TakeQueued, TakeStarted
+from studio.worker import failure_message
+from studio_helpers import form_values, weights_map
 
 
 @pytest.fixture(scope="module")
@@ -27,37 +32,41 @@ def studio(tiny_weights: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     built = build_studio(tmp_path_factory.mktemp("studio-data"), weights_map(tiny_weights),
                          preview_interval_s=0.0)
     yield built
-    built.db.close()
+    built.close()
 
 
 @pytest.fixture()
 def owner(studio: Studio) -> tuple[str, int]:
-    _, key, _, _, _, project_id = studio.handlers.load("")
-    assert project_id is None  # a page load writes nothing; the first take makes the project
-    return key, studio.handlers.project_for_write(key, project_id)
+    page = studio.handlers.load("")
+    assert page.project_id is None  # a page load writes nothing; the first take makes the project
+    return page.owner, studio.store.project_for_write(page.owner, None)
 
 
-def run_all(studio: Studio, owner: tuple[str, int], lineage: Any = None, **overrides: Any) -> list[tuple]:
+def run_all(studio: Studio, owner: tuple[str, int], lineage: Any = None, **overrides: Any) -> list:
+    """Submit a take and watch it to its end; the events in order."""
     key, project_id = owner
-    return list(studio.handlers.generate(key, project_id, lineage, *ordered(form_values(**overrides))))
+    made = studio.handlers.submit(key, project_id, lineage, form_values(**overrides))
+    return list(studio.handlers.watch(made.take_id))
 
 
 # -- forms -----------------------------------------------------------------------------------
 
-def test_form_builds_the_request_with_the_composed_prompt_and_keeps_the_controls() -> None:
+def test_form_builds_the_recipe_with_the_composed_prompt_and_keeps_the_controls() -> None:
     form = form_values(light_source="daylight", camera_movement="pan left", negative_prompt=None)
     made = forms.request_from_form(form, VariantDefaults.official(get_variant("t2v-a14b")))
     assert made.request.prompt == "a red ball rolls across the meadow. Daylight, pan left."
     assert made.request.negative_prompt == DEFAULT_NEGATIVE_PROMPT
-    stored = made.stored_dict()
-    assert stored["studio"]["controls"]["light_source"] == "daylight"
-    back = forms.form_from_stored(stored)
+    recipe = made.recipe()
+    stored = recipe.to_dict()
+    assert stored["controls"]["light_source"] == "daylight" and "image_path" not in stored["request"]
+    back = forms.form_from_recipe(Recipe.from_dict(stored))
     assert back["prompt"] == "a red ball rolls across the meadow"
     assert back["camera_movement"] == "pan left" and back["width"] == 64
 
 
 @pytest.mark.parametrize(("overrides", "field", "words"), [
     ({"prompt": "  "}, "prompt", "Write a prompt"),
+    ({"prompt": "x" * 4001}, "prompt", "the most is 4,000"),
     ({"width": 5000}, "width", "width must be between"),
     ({"steps": "many"}, "steps", "steps must be a number"),
     ({"image": "/tmp/x.png"}, "image", "text only"),
@@ -84,21 +93,35 @@ def test_presets_follow_the_variant() -> None:
     assert presets[:2] == ["1280x704", "704x1280"] and presets[-1] == "custom"
     assert forms.parse_size("832x480") == (832, 480) and forms.parse_size("custom") is None
     assert all((f - 1) % 4 == 0 for f in forms.frame_presets(VariantDefaults.official(spec)))
-    with pytest.raises(ValueError, match="form values"):
-        forms.form_dict([1, 2])
+
+
+def test_continue_takes_the_first_image_variant_of_the_table_that_has_weights() -> None:
+    assert continue_variant(["t2v-a14b", "i2v-a14b", "ti2v-5b"]) == "i2v-a14b"
+    assert continue_variant(["t2v-a14b", "ti2v-5b"]) == "ti2v-5b"
 
 
 # -- owners and views ------------------------------------------------------------------------
 
 def test_a_newcomer_gets_a_project_with_their_first_write_not_their_first_visit(
         studio: Studio) -> None:
-    browser_key, key, dropdown, items, ids, project_id = studio.handlers.load("")
-    assert project_id is None and items == [] and ids == []
-    assert dropdown["choices"] == [(storage.DEFAULT_PROJECT_NAME, 0)] and dropdown["value"] == 0
-    with studio.db.read_session() as s, s.begin():
-        assert storage.get_default_project(s, key) is None and storage.list_projects(s, key) == []
-    dropdown, _, made = studio.handlers.rename_project(key, 0, "Beach day")  # names the new one
-    assert dropdown["choices"] == [("Beach day", made)] and dropdown["value"] == made
+    page = studio.handlers.load("")
+    assert page.project_id is None and page.history.items == [] and page.unfinished is None
+    assert page.projects.choices == [(storage.DEFAULT_PROJECT_NAME, 0)]
+    assert page.projects.selected == 0
+    assert studio.store.default_project(page.owner) is None
+    assert studio.store.list_projects(page.owner) == []
+    projects, made = studio.handlers.rename_project(page.owner, 0, "Beach day")  # names the new one
+    assert projects.choices == [("Beach day", made)] and projects.selected == made
+
+
+def test_a_reload_returns_to_the_project_the_browser_was_in(studio: Studio,
+                                                           owner: tuple[str, int]) -> None:
+    key, first = owner
+    _, second = studio.handlers.create_project(key, "Night shoot")
+    assert studio.handlers.load(key, None, first).project_id == first
+    assert studio.handlers.load(key, None, second).project_id == second
+    stranger = studio.handlers.load("", None, second)  # someone else's id: their own default
+    assert stranger.project_id is None
 
 
 def test_owner_keys_and_the_browser_secret(tmp_path: Path) -> None:
@@ -124,152 +147,150 @@ def test_failure_message_for_out_of_memory() -> None:
     import torch
 
     assert "ran out of memory" in failure_message(torch.OutOfMemoryError("CUDA out of memory"))
-    assert failure_message(KeyError("x")).startswith("The run failed with KeyError")
+    assert "KeyError" in failure_message(KeyError("x"))
 
 
-# -- handlers ----------------------------------------------------------------------------------
-
-def test_switching_variant_resets_to_its_defaults_and_inputs(studio: Studio) -> None:
-    image, size, width, height, frames_preset, frames, steps, guidance, low, shift = \
-        studio.handlers.switch_variant("ti2v-5b")
-    assert image["visible"] is True and low["visible"] is False
-    assert (width, height, frames, steps, shift) == (1280, 704, 121, 50, 5.0)
-    image, *_rest, low, shift = studio.handlers.switch_variant("t2v-a14b")
-    assert image["visible"] is False and low["visible"] is True and shift == 12.0
+def test_the_form_check_names_the_slot_and_field(studio: Studio) -> None:
+    check = studio.handlers.check(form_values(height=9999))
+    assert check.slot == "settings" and check.field == "height" and "height must be" in check.message
+    check = studio.handlers.check(form_values(lens="fisheye"))
+    assert check.slot == "controls" and "not a lens" in check.message
+    assert studio.handlers.check(form_values()).message == ""
 
 
-def test_live_prompt_composition(studio: Studio) -> None:
-    text = studio.handlers.compose(*ordered(form_values(time_of_day="dusk", lens="telephoto lens")))
-    assert text == "a red ball rolls across the meadow. Dusk, telephoto lens."
+# -- generation ------------------------------------------------------------------------------
 
-
-def test_bad_values_show_next_to_their_control_and_stop_the_run(studio: Studio) -> None:
-    out = studio.handlers.field_errors(*ordered(form_values(height=9999)))
-    slots = dict(zip(forms.ERROR_SLOTS, out[:len(forms.ERROR_SLOTS)]))
-    marks = dict(zip(forms.FORM_FIELDS, out[len(forms.ERROR_SLOTS):]))
-    assert "height must be between" in slots["settings"]
-    assert all(not text for slot, text in slots.items() if slot != "settings")
-    assert marks["height"]["elem_classes"] == ["field-error"] and marks["width"]["elem_classes"] == []
-    out = studio.handlers.field_errors(*ordered(form_values(lens="fisheye")))
-    assert "not a lens" in out[forms.ERROR_SLOTS.index("controls")]
-    with pytest.raises(gr.Error, match="height must be between"):
-        studio.handlers.require_valid(*ordered(form_values(height=9999)))
-    assert not any(studio.handlers.field_errors(*ordered(form_values()))[:len(forms.ERROR_SLOTS)])
-    studio.handlers.require_valid(*ordered(form_values()))
-
-
-def test_generate_streams_in_order_and_stores_the_take(studio: Studio,
-                                                       owner: tuple[str, int]) -> None:
-    outputs = run_all(studio, owner, light_source="daylight")
-    previews = [i for i, o in enumerate(outputs) if isinstance(o[0], str) and "<img" in o[0]]
-    steps = [o[1] for o in outputs if isinstance(o[1], str) and "Step " in o[1]]
-    assert len(previews) >= 2 and "Step 1 / 6" in steps[0] and "Step 6 / 6" in steps[-2]
-    final = outputs[-1]
-    assert final[2] and Path(final[2]).is_file() and previews[-1] < len(outputs) - 1
-    take_id = final[3]
-    assert take_id in final[5]
-    with studio.db.read_session() as s, s.begin():
-        take = storage.get_take(s, owner[0], take_id)
+def test_a_take_streams_in_order_and_is_stored_with_its_recipe(studio: Studio,
+                                                              owner: tuple[str, int]) -> None:
+    events = run_all(studio, owner, light_source="daylight")
+    kinds = [type(e) for e in events]
+    assert kinds[0] in (TakeQueued, TakeStarted) and kinds[-1] is TakeFinished
+    steps = [e.index for e in events if isinstance(e, StepEvent)]
+    assert steps == list(range(1, 7))
+    previews = [i for i, e in enumerate(events) if isinstance(e, PreviewImage)]
+    decoding = kinds.index(DecodingEvent)
+    assert len(previews) >= 2 and previews[-1] < decoding
+    take = events[-1].take
     assert take.status == "completed" and take.prompt.endswith("Daylight.")
-    assert take.request["studio"]["controls"]["light_source"] == "daylight"
+    recipe = Recipe.from_dict(take.request)
+    assert recipe.controls.light_source == "daylight" and recipe.weights == "local folder t2v-a14b"
+    from pipelines.video import read_settings
+
+    video = studio.store.media_of(take, "video")
+    assert Recipe.from_dict(read_settings(video)) == recipe, "the MP4 carries the same recipe"
 
 
 def test_history_select_remix_favourite_delete(studio: Studio, owner: tuple[str, int]) -> None:
     key, project_id = owner
-    take_id = run_all(studio, owner, camera_movement="push in")[-1][3]
-    items, ids = studio.handlers.refresh_history(key, project_id)
-    index = ids.index(take_id)
-    assert "completed" in items[index][1] and Path(items[index][0]).is_file()
-    chosen, video, details, label = studio.handlers.select_take(key, ids, gr.SelectData(None, {"index": index, "value": None}))
-    assert chosen == take_id and Path(video).is_file() and "Push in." in details
+    take_id = run_all(studio, owner, camera_movement="push in")[-1].take.id
+    view = studio.handlers.history(key, project_id)
+    index = view.take_ids.index(take_id)
+    assert "done" in view.items[index][1] and Path(view.items[index][0]).is_file()
+    chosen = studio.handlers.select_take(key, view.take_ids, index)
+    assert chosen.take_id == take_id and Path(chosen.video).is_file()
+    assert "Push in." in chosen.details and not chosen.has_image
     remixed = studio.handlers.remix(key, take_id)
-    values = dict(zip(forms.FORM_FIELDS, remixed[:len(forms.FORM_FIELDS)]))
-    assert values["camera_movement"] == "push in" and values["prompt"].startswith("a red ball")
-    assert remixed[len(forms.FORM_FIELDS)] == {"parent_id": take_id, "kind": "remix"}
-    child = run_all(studio, owner, remixed[len(forms.FORM_FIELDS)])[-1][3]
-    with studio.db.read_session() as s, s.begin():
-        assert storage.get_take(s, key, child).parent_kind == "remix"
-    label, *_ = studio.handlers.toggle_favourite(key, take_id, project_id)
-    assert label.startswith("★")
-    studio.handlers.delete_take(key, take_id, project_id)
-    assert take_id not in studio.handlers.refresh_history(key, project_id)[1]
+    assert remixed.values["camera_movement"] == "push in"
+    assert remixed.values["prompt"].startswith("a red ball")
+    assert remixed.lineage == {"parent_id": take_id, "kind": "remix"}
+    child = run_all(studio, owner, remixed.lineage)[-1].take
+    assert child.parent_kind == "remix" and child.parent_id == take_id
+    assert studio.handlers.toggle_favourite(key, take_id).favourite
+    studio.handlers.delete_take(key, take_id)
+    assert take_id not in studio.handlers.history(key, project_id).take_ids
 
 
 def test_continue_uses_the_last_frame_for_image_to_video(studio: Studio,
                                                          owner: tuple[str, int]) -> None:
     key, project_id = owner
-    take_id = run_all(studio, owner)[-1][3]
-    out = studio.handlers.continue_take(key, take_id)
-    values = dict(zip(forms.FORM_FIELDS, out[:len(forms.FORM_FIELDS)]))
-    assert values["variant"] == "i2v-a14b" and Path(values["image"]["value"]).is_file()
-    lineage = out[len(forms.FORM_FIELDS)]
-    form = form_values(variant="i2v-a14b", image=values["image"]["value"], flow_shift=5.0,
+    take_id = run_all(studio, owner)[-1].take.id
+    fill = studio.handlers.continue_take(key, take_id)
+    assert fill.values["variant"] == "i2v-a14b" and Path(fill.values["image"]).is_file()
+    form = form_values(variant="i2v-a14b", image=fill.values["image"], flow_shift=5.0,
                        prompt="the ball keeps rolling", camera_movement="pan right")
-    child = list(studio.handlers.generate(key, project_id, lineage, *ordered(form)))[-1][3]
-    with studio.db.read_session() as s, s.begin():
-        take = storage.get_take(s, key, child)
-        chain = storage.lineage(s, key, child)
-    assert take.status == "completed" and take.parent_kind == "continue" and take.image_path
-    assert [t.id for t in chain] == [take_id, child]
-    assert take.prompt == "the ball keeps rolling. Pan right."
+    child = run_all(studio, owner, fill.lineage, **{k: form[k] for k in form})[-1].take
+    assert child.status == "completed" and child.parent_kind == "continue" and child.image_path
+    assert [t.id for t in studio.store.lineage(key, child.id)] == [take_id, child.id]
+    assert child.prompt == "the ball keeps rolling. Pan right."
+    assert not Path(fill.values["image"]).exists(), "the scratch frame went once stored"
 
 
-def test_projects_create_rename_delete_and_owner_isolation(studio: Studio,
-                                                           owner: tuple[str, int]) -> None:
+def test_projects_create_rename_delete_names_and_owner_isolation(studio: Studio,
+                                                                 owner: tuple[str, int]) -> None:
     key, _ = owner
-    dropdown, items, ids, _, project_id = studio.handlers.create_project(key, "Night shoot")
-    assert items == [] and ids == []
-    assert any(label.startswith("Night shoot") for label, _ in dropdown["choices"])
-    dropdown, _, same_id = studio.handlers.rename_project(key, project_id, "Dusk shoot")
-    assert same_id == project_id
-    assert any(label.startswith("Dusk shoot") for label, _ in dropdown["choices"])
+    projects, project_id = studio.handlers.create_project(key, "Dusk shoot")
+    assert ("Dusk shoot", project_id) in projects.choices
+    with pytest.raises(storage.InvalidInputError, match="already have a project called"):
+        studio.handlers.create_project(key, "dusk SHOOT")
+    projects, same = studio.handlers.rename_project(key, project_id, "Dawn shoot")
+    assert same == project_id and ("Dawn shoot", project_id) in projects.choices
     stranger = new_owner_key()
-    with pytest.raises(gr.Error):
+    with pytest.raises(storage.NotFoundError):
         studio.handlers.rename_project(stranger, project_id, "mine now")
     assert studio.handlers.history(stranger, project_id).take_ids == []
     with pytest.raises(gr.Error, match="nothing to delete"):
         studio.handlers.delete_project(key, None)
-    dropdown, *_rest, new_id = studio.handlers.delete_project(key, project_id)
-    assert new_id != project_id
-    with pytest.raises(gr.Error, match="no longer exists"):
-        studio.handlers.remix(stranger, studio.handlers.history(key, new_id).take_ids[0]
-                              if studio.handlers.history(key, new_id).take_ids else 10**6)
+    _, remaining = studio.handlers.delete_project(key, project_id)
+    assert remaining != project_id
 
 
 def test_cancel_stops_within_a_step_and_keeps_the_take(studio: Studio,
                                                        owner: tuple[str, int]) -> None:
     key, project_id = owner
-    stream = studio.handlers.generate(key, project_id, None, *ordered(form_values(steps=100)))
-    take_id = None
-    steps_seen = 0
-    for out in stream:
-        take_id = take_id or out[3]
-        if isinstance(out[1], str) and "Step " in out[1]:
-            steps_seen += 1
-            if steps_seen == 2:
-                assert studio.handlers.runner.cancel(key, take_id)
-                with studio.db.read_session() as s, s.begin():
-                    step_when_cancelled = storage.get_take(s, key, take_id).step
-    assert "Cancelled" in out[1]
-    with studio.db.read_session() as s, s.begin():
-        take = storage.get_take(s, key, take_id)
-    # The stream may lag the engine; once cancelled, only the step in progress may finish.
-    assert take.status == "cancelled" and take.step <= step_when_cancelled + 1 < 100
-    assert take.video_path is None
+    made = studio.handlers.submit(key, project_id, None, form_values(steps=100))
+    cancelled_at = None
+    for event in studio.handlers.watch(made.take_id):
+        if isinstance(event, StepEvent) and event.index == 2:
+            assert studio.jobs.cancel(new_owner_key(), made.take_id) is False, "not a stranger's"
+            assert "Cancelling" in studio.handlers.cancel(key, made.take_id)
+            cancelled_at = studio.store.get_take(key, made.take_id).step
+    take = event.take
+    assert take.status == "cancelled" and take.video_path is None
+    assert take.step <= cancelled_at + 1 < 100 and take.error.startswith("Cancelled after")
 
 
-def test_a_failure_marks_the_take_failed_and_the_runner_keeps_serving(
+def test_closing_the_watch_does_not_cancel_the_take(studio: Studio, owner: tuple[str, int]) -> None:
+    key, project_id = owner
+    made = studio.handlers.submit(key, project_id, None, form_values(steps=12))
+    watch = studio.handlers.watch(made.take_id)
+    next(watch)
+    watch.close()  # the tab closed
+    events = list(studio.handlers.watch(made.take_id))  # the tab came back
+    assert events[-1].take.status == "completed"
+
+
+def test_a_queued_take_is_cancelled_at_once(studio: Studio, owner: tuple[str, int]) -> None:
+    key, project_id = owner
+    first = studio.handlers.submit(key, project_id, None, form_values(steps=60))
+    second = studio.handlers.submit(key, project_id, None, form_values(steps=6))
+    assert studio.handlers.cancel(key, second.take_id)
+    ended = list(studio.handlers.watch(second.take_id))[-1].take
+    assert ended.status == "cancelled" and ended.error == "Cancelled before it started."
+    studio.handlers.cancel(key, first.take_id)
+    assert list(studio.handlers.watch(first.take_id))[-1].take.status == "cancelled"
+
+
+def test_a_failure_marks_the_take_failed_and_the_worker_keeps_serving(
         studio: Studio, owner: tuple[str, int], tmp_path: Path) -> None:
+    from pipelines.engine import Engine
+    from pipelines.stream import event_stream
+    from studio.worker import Worker
+
     key, project_id = owner
     broken = ModelManager({"t2v-a14b": str(tmp_path / "missing")}, tmp_path / "cache", demo_dir=None)
-    from pipelines.engine import Engine
-
-    runner = Runner(studio.db, Engine(broken), preview_interval_s=0)
-    made = forms.request_from_form(form_values(), None)
-    updates = list(runner.generate(key, project_id, made.request, made.stored_dict()))
-    assert updates[-1].kind == "failed" and updates[-1].take.status == "failed"
-    assert updates[-1].message and updates[-1].take.error == updates[-1].message
-    assert run_all(studio, owner)[-1][2] is not None  # the studio's own runner still works
+    studio.worker.stop()  # let a worker with broken weights take the next take
+    try:
+        made = forms.request_from_form(form_values(), None)
+        take = studio.store.submit_take(key, project_id, made.recipe().to_dict())
+        lone = Worker(studio.store, event_stream(Engine(broken)), studio.jobs.bus, lease_s=5)
+        assert lone.run_once() is True
+        failed = studio.store.get_take(key, take.id)
+        assert failed.status == "failed" and "weights" in failed.error.lower()
+        assert lone.run_once() is False, "the worker is still there, with nothing to do"
+    finally:
+        studio.worker._stopping.clear()
+        studio.worker.start()
+    assert run_all(studio, owner)[-1].take.status == "completed", "the studio's own worker works"
 
 
 def test_no_weights_configured_says_how_to_pass_them(tmp_path: Path) -> None:
@@ -277,13 +298,23 @@ def test_no_weights_configured_says_how_to_pass_them(tmp_path: Path) -> None:
     bare = build_studio(tmp_path / "data", {}, manager=manager)
     try:
         assert "--weights" in bare.handlers.weights_note()
-        _, key, _, _, _, project_id = bare.handlers.load(None)
-        errors = bare.handlers.field_errors(*ordered(form_values()))
-        assert "No weights are configured" in errors[forms.ERROR_SLOTS.index("variant")]
-        with pytest.raises(gr.Error, match="--weights"):
-            next(bare.handlers.generate(key, project_id, None, *ordered(form_values())))
+        page = bare.handlers.load(None)
+        check = bare.handlers.check(form_values())
+        assert check.slot == "variant" and "No weights are configured" in check.message
+        with pytest.raises(RequestError, match="--weights"):
+            bare.handlers.submit(page.owner, None, None, form_values())
     finally:
-        bare.db.close()
+        bare.close()
+
+
+def test_the_demo_weights_say_what_they_know(tmp_path: Path) -> None:
+    demo = build_studio(tmp_path / "data", {})
+    try:
+        note = demo.handlers.weights_note()
+        assert "Demo weights" in note and "know only a few words" in note
+        assert "purple" in note and "pyramid" in note and "pan left" in note
+    finally:
+        demo.close()
 
 
 def test_launch_serves_no_folder_by_path_and_blocks_the_data_folder(studio: Studio) -> None:
@@ -297,23 +328,20 @@ def test_launch_serves_no_folder_by_path_and_blocks_the_data_folder(studio: Stud
 
 def test_share_revoke_and_remix_from_a_link(studio: Studio, owner: tuple[str, int],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from starlette.requests import Request
-
     monkeypatch.setenv("WAN_STUDIO_PUBLIC_URL", "https://studio.example")
     key, _ = owner
-    take_id = run_all(studio, owner, style="claymation")[-1][3]
-    url = studio.handlers.share(key, take_id, False, None)
-    assert url.startswith("https://studio.example/share/")
+    take_id = run_all(studio, owner, style="claymation")[-1].take.id
+    assert studio.handlers.take_view(key, take_id).share_url == "", "not shared yet"
+    view = studio.handlers.share(key, take_id, False)
+    assert view.share_url.startswith("https://studio.example/share/")
+    assert studio.handlers.take_view(key, take_id).share_url == view.share_url
     with pytest.raises(gr.Error, match="no longer exists"):
-        studio.handlers.share(new_owner_key(), take_id, False, None)
-    token = url.rsplit("/", 1)[-1]
-    visit = gr.Request(request=Request({"type": "http", "method": "GET", "path": "/",
-                                        "query_string": f"remix={token}".encode(), "headers": []}))
-    filled = studio.handlers.remix_from_link(visit)
-    values = dict(zip(forms.FORM_FIELDS, filled[:len(forms.FORM_FIELDS)]))
-    assert values["style"] == "claymation" and values["prompt"] == "a red ball rolls across the meadow"
-    with pytest.raises(gr.Error, match="not one of yours"):
-        studio.handlers.revoke(new_owner_key(), url)
-    assert studio.handlers.revoke(key, url)[0] == ""
-    after = studio.handlers.remix_from_link(visit)
-    assert "no longer works" in after[-1]
+        studio.handlers.share(new_owner_key(), take_id, False)
+    token = view.share_url.rsplit("/", 1)[-1]
+    fill = studio.handlers.remix_from_link(token)
+    assert fill.values["style"] == "claymation"
+    assert fill.values["prompt"] == "a red ball rolls across the meadow"
+    with pytest.raises(gr.Error, match="no longer exists"):
+        studio.handlers.revoke(new_owner_key(), take_id)
+    assert studio.handlers.revoke(key, take_id).share_url == ""
+    assert studio.handlers.remix_from_link(token) is None

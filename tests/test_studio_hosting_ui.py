@@ -15,10 +15,11 @@ from pipelines.events import CancelledEvent, DoneEvent, StepEvent
 from pipelines.manager import ModelManager
 from studio import forms, hosting
 from studio.owners import new_owner_key
-from studio.runner import engine_events
+from pipelines.engine import Engine
+from pipelines.stream import event_stream
 from studio.server import Studio, build_studio
 from studio.views import ViewCopies
-from studio_helpers import form_values, ordered, weights_map
+from studio_helpers import form_values, weights_map
 
 SPACE = {"SPACE_ID": "someone/wan-studio", "SPACE_HOST": "someone-wan-studio.hf.space"}
 
@@ -28,7 +29,7 @@ def bare(tmp_path: Path) -> Iterator[Studio]:
     """A studio with no weights (nothing loads a model)."""
     built = build_studio(tmp_path / "data", {}, manager=ModelManager({}, tmp_path / "cache", demo_dir=None))
     yield built
-    built.db.close()
+    built.close()
 
 
 def _space(monkeypatch: pytest.MonkeyPatch, sign_in: bool) -> None:
@@ -51,14 +52,15 @@ def test_a_signed_in_person_owns_the_same_projects_on_every_browser(
     _space(monkeypatch, sign_in=True)
     profile = gr.OAuthProfile({"preferred_username": "ada", "name": "Ada", "picture": "",
                                "profile": "https://huggingface.co/ada"})
-    first_browser, owner, *_ , project_id = bare.handlers.load("", profile)
+    page = bare.handlers.load("", profile)
+    first_browser, owner = page.browser_key, page.owner
     assert owner == hosting.owner_key(profile, first_browser, bare.handlers.secrets.server)
     assert owner.startswith("hf2-") and "ada" not in owner and owner != first_browser
     with bare.db.session() as s, s.begin():
         storage.create_project(s, owner, "Ada's shoot")
-    other_browser, same_owner, dropdown, *_ = bare.handlers.load(new_owner_key(), profile)
-    assert other_browser != first_browser and same_owner == owner
-    assert "Ada's shoot" in [label for label, _ in dropdown["choices"]]
+    other = bare.handlers.load(new_owner_key(), profile)
+    assert other.browser_key != first_browser and other.owner == owner
+    assert "Ada's shoot" in [label for label, _ in other.projects.choices]
     assert "Signed in as ada" in bare.handlers.sign_in_note(profile)
     assert "sign in" in bare.handlers.sign_in_note(None)
 
@@ -75,23 +77,24 @@ def test_an_account_keeps_its_projects_when_its_key_moves_off_the_public_secret(
     legacy = legacy_account_owner_key("grace", bare.handlers.secrets.browser_state)
     with bare.db.session() as s, s.begin():
         old = storage.create_project(s, legacy, "Grace's old shoot")
-    _, owner, dropdown, *_, project_id = bare.handlers.load("", profile)
-    assert owner != legacy and project_id == old.id
-    assert [label for label, _ in dropdown["choices"]] == ["Grace's old shoot"]
+    page = bare.handlers.load("", profile)
+    owner = page.owner
+    assert owner != legacy and page.project_id == old.id
+    assert [label for label, _ in page.projects.choices] == ["Grace's old shoot"]
     with bare.db.read_session() as s, s.begin():
         assert storage.list_projects(s, legacy) == []  # the computable key opens nothing now
     # and a browser cannot claim either key for itself, even with the public secret
-    assert bare.handlers.load(legacy, None)[1] != legacy
-    assert bare.handlers.load(owner, None)[1] != owner
+    assert bare.handlers.load(legacy, None).owner != legacy
+    assert bare.handlers.load(owner, None).owner != owner
 
 
 def test_anonymous_use_keeps_the_browser_key(bare: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
     _space(monkeypatch, sign_in=True)
     key = new_owner_key()
-    browser_key, owner, *_ = bare.handlers.load(key, None)
-    assert browser_key == owner == key
-    fresh_key, fresh_owner, *_ = bare.handlers.load("not a key", None)  # a bad stored value
-    assert fresh_key == fresh_owner and fresh_key != "not a key"
+    page = bare.handlers.load(key, None)
+    assert page.browser_key == page.owner == key
+    fresh = bare.handlers.load("not a key", None)  # a bad stored value
+    assert fresh.browser_key == fresh.owner and fresh.browser_key != "not a key"
 
 
 def test_the_sign_in_button_shows_only_on_a_space_with_oauth(
@@ -102,10 +105,10 @@ def test_the_sign_in_button_shows_only_on_a_space_with_oauth(
     try:
         assert not {"sign-in", "sign-in-note"} & _elem_ids(off.demo)
         assert off.handlers.sign_in_note(None) == ""
-        _, owner, *_ = off.handlers.load(new_owner_key(), None)
+        owner = off.handlers.load(new_owner_key(), None).owner
         assert not owner.startswith(("hf-", "hf2-"))
     finally:
-        off.db.close()
+        off.close()
     # A Space with hf_oauth: Gradio attaches its real OAuth routes (authlib, from gradio[oauth]);
     # its settings are read when gradio.oauth is imported, so they are set on the module here.
     pytest.importorskip("authlib", reason="gradio[oauth] (authlib) is needed for Gradio's OAuth routes")
@@ -122,7 +125,7 @@ def test_the_sign_in_button_shows_only_on_a_space_with_oauth(
         assert {"sign-in", "sign-in-note"} <= _elem_ids(on.demo)
         assert any(type(block).__name__ == "LoginButton" for block in on.demo.blocks.values())
     finally:
-        on.db.close()
+        on.close()
 
 
 # -- history note ----------------------------------------------------------------------------
@@ -135,7 +138,7 @@ def test_the_history_note_shows_on_a_space_without_persistent_storage(
         assert "History is not permanent" in studio.handlers.history_note()
         assert "history-note" in _elem_ids(studio.demo)
     finally:
-        studio.db.close()
+        studio.close()
     for name in SPACE:
         monkeypatch.delenv(name)
     local = build_studio(tmp_path / "local", {})
@@ -143,7 +146,7 @@ def test_the_history_note_shows_on_a_space_without_persistent_storage(
         assert local.handlers.history_note() == ""
         assert "history-note" not in _elem_ids(local.demo)
     finally:
-        local.db.close()
+        local.close()
 
 
 # -- view copies -------------------------------------------------------------------------------
@@ -170,15 +173,14 @@ def tiny_studio(tiny_weights: dict[str, Path], tmp_path_factory: pytest.TempPath
     built = build_studio(tmp_path_factory.mktemp("gpu-task"), weights_map(tiny_weights),
                          preview_interval_s=0.0)
     yield built
-    built.db.close()
+    built.close()
 
 
 def test_off_zero_gpu_the_gpu_task_is_the_plain_generator(tiny_studio: Studio) -> None:
-    runner = tiny_studio.runner
     assert not hosting.on_zero_gpu()
-    assert runner._gpu_events.__name__ == "events"  # gpu_task returned it unwrapped
+    assert tiny_studio.worker.stream.__name__ == "events"  # gpu_task returned it unwrapped
     request = forms.request_from_form(form_values(steps=4), None).request
-    events = list(engine_events(runner.engine)(request))
+    events = list(event_stream(Engine(tiny_studio.manager))(request))
     assert [e.index for e in events if isinstance(e, StepEvent)] == [1, 2, 3, 4]
     assert isinstance(events[-1], DoneEvent) and events[-1].result.frames.shape[0] == 9
 
@@ -190,7 +192,7 @@ def test_the_engine_waits_for_each_event_to_be_taken(tiny_studio: Studio) -> Non
     request = forms.request_from_form(form_values(steps=50), None).request
     cancel = threading.Event()
     events = []
-    for event in engine_events(tiny_studio.runner.engine)(request, cancel):
+    for event in event_stream(Engine(tiny_studio.manager))(request, cancel):
         events.append(event)
         if isinstance(event, StepEvent) and event.index == 2:
             cancel.set()
@@ -200,7 +202,7 @@ def test_the_engine_waits_for_each_event_to_be_taken(tiny_studio: Studio) -> Non
 
 def test_closing_the_event_stream_cancels_the_run(tiny_studio: Studio) -> None:
     request = forms.request_from_form(form_values(steps=100), None).request
-    stream = engine_events(tiny_studio.runner.engine)(request)
+    stream = event_stream(Engine(tiny_studio.manager))(request)
     seen = [next(stream), next(stream)]
     stream.close()  # what spaces does when the parent stops listening on ZeroGPU
     assert any(isinstance(e, StepEvent) for e in seen)
@@ -209,20 +211,41 @@ def test_closing_the_event_stream_cancels_the_run(tiny_studio: Studio) -> None:
 
 def test_a_take_cancels_by_closing_the_stream_as_on_zero_gpu(
         tiny_studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On ZeroGPU the cancel flag cannot cross into the worker: the runner closes the stream."""
+    """On ZeroGPU the cancel flag cannot cross into the GPU worker: the worker closes the stream."""
     monkeypatch.setattr(hosting, "on_zero_gpu", lambda env=None: True)
-    _, key, *_, project_id = tiny_studio.handlers.load("")
-    take_id, steps = None, 0
-    for out in tiny_studio.handlers.generate(key, project_id, None, *ordered(form_values(steps=100))):
-        take_id = take_id or out[3]
-        if isinstance(out[1], str) and "Step " in out[1]:
-            steps += 1
-            if steps == 2:
-                assert tiny_studio.runner.cancel(key, take_id)
-                with tiny_studio.db.read_session() as s, s.begin():
-                    step_when_cancelled = storage.get_take(s, key, take_id).step
-    with tiny_studio.db.read_session() as s, s.begin():
-        take = storage.get_take(s, key, take_id)
-    # Closing the stream stops the worker at its next step: at most the step in progress finishes.
+    owner = tiny_studio.handlers.load("").owner
+    made = tiny_studio.handlers.submit(owner, None, None, form_values(steps=100))
+    for event in tiny_studio.handlers.watch(made.take_id):
+        if isinstance(event, StepEvent) and event.index == 2:
+            assert tiny_studio.jobs.cancel(owner, made.take_id)
+            step_when_cancelled = tiny_studio.store.get_take(owner, made.take_id).step
+    take = tiny_studio.store.get_take(owner, made.take_id)
+    # Closing the stream stops the run at its next step: at most the step in progress finishes.
     assert take.status == "cancelled" and take.step <= step_when_cancelled + 1 < 100
     assert take.video_path is None
+
+
+def test_a_visitor_s_context_reaches_the_gpu_call(tiny_studio: Studio,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """ZeroGPU reads the visitor from a ContextVar: the GPU function must see the submitter's."""
+    import contextvars
+
+    visitor: contextvars.ContextVar[str] = contextvars.ContextVar("visitor", default="nobody")
+    seen: list[str] = []
+    worker = tiny_studio.worker
+    original = worker.stream
+
+    def gpu_function(request, cancel=None):
+        seen.append(visitor.get())
+        yield from original(request, cancel)
+
+    monkeypatch.setattr(hosting, "on_zero_gpu", lambda env=None: True)
+    monkeypatch.setattr(worker, "stream", gpu_function)
+    owner = tiny_studio.handlers.load("").owner
+    token = visitor.set("ada")  # as spaces sets it for the request being handled
+    try:
+        made = tiny_studio.handlers.submit(owner, None, None, form_values(steps=3))
+    finally:
+        visitor.reset(token)
+    assert list(tiny_studio.handlers.watch(made.take_id))[-1].take.status == "completed"
+    assert seen == ["ada"], "the worker thread ran the GPU call in the submitter's context"

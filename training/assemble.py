@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, UMT5EncoderModel
 
 from pipelines.variants import get_variant
 
+from .captions import knowledge
 from .model_card import write_card
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -58,7 +59,7 @@ def assemble(variant: str, vae: Path, text: Path, transformer: Path, transformer
     pipe = build(variant, vae, text, transformer, transformer_2)
     pipe.to(torch.float16)
     pipe.save_pretrained(out, safe_serialization=True)
-    studio = {"demo": True, "variant": variant, "defaults": DEFAULTS[variant]}
+    studio = {"demo": True, "variant": variant, "defaults": DEFAULTS[variant], "knows": knowledge()}
     (out / "studio.json").write_text(json.dumps(studio, indent=2) + "\n", encoding="utf-8")
     logs = {}
     for name, folder in (("text", text), ("vae", vae), ("transformer", transformer),

@@ -55,3 +55,13 @@ def vocabulary_words() -> list[str]:
             if word not in words:
                 words.append(word)
     return words
+
+
+def knowledge() -> dict[str, list[str]]:
+    """What the demo models were taught, as the studio tells a person (studio.json "knows")."""
+    from . import world
+
+    return {"colours": list(world.COLORS), "shapes": list(world.SHAPES),
+            "scenes": list(SCENE_TEXT.values()), "motion": list(MOTION_TEXT.values()),
+            "controls": [*world.TIMES, *[t for t in world.TONES if t != "neutral"], *world.LIGHTS,
+                         *world.SHOTS, *world.COMPOSITIONS, *world.CAMERAS]}

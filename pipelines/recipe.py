@@ -1,0 +1,117 @@
+"""A take's recipe: everything that made it, in one frozen value, with no path in it.
+
+The database row, the MP4's embedded settings, the API and the share page all read the same
+recipe. It is built once the start image is stored (the recipe names the image by its content
+hash, never by where it lies), and completed by the run with what only the run knows (which
+weights, memory profile and studio version made it).
+
+    recipe = Recipe(request, user_prompt="a red ball", controls=controls)
+    stored = recipe.to_dict()                 # what storage keeps and write_mp4 embeds
+    again = Recipe.from_dict(read_settings(mp4))
+
+`from_dict` also reads what older studios wrote: the studio's flat request dict (with its
+"studio" extras) and the command line's {"request", "weights_source", "studio_version"}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .prompting import CinematicControls
+from .request import GenerationRequest
+
+STUDIO_VERSION = "0.2.0"
+FORMAT = "wan-studio-recipe"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One take's full recipe (see module docstring)."""
+
+    request: GenerationRequest
+    user_prompt: str = ""
+    controls: CinematicControls = field(default_factory=CinematicControls)
+    start_image: str | None = None  # sha256 of the stored start image, when there is one
+    weights: str | None = None  # which weights made it: a Hub id, "demo", or "local folder <name>"
+    studio_version: str = STUDIO_VERSION
+    profile: str | None = None  # the memory profile the run used
+    preset: str | None = None  # a step-distill preset, if one was picked
+    loras: tuple[Mapping[str, Any], ...] = ()  # {"name", "sha256", "high", "low"} each
+
+    def __post_init__(self) -> None:
+        if self.request.image_path is not None:  # the path stays with the run, never here
+            object.__setattr__(self, "request", replace(self.request, image_path=None))
+
+    @property
+    def variant(self) -> str:
+        """The variant that makes (or made) the take."""
+        return self.request.variant
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as JSON-ready data: stored on the take and embedded in its MP4."""
+        request = self.request.to_dict()
+        request.pop("image_path", None)
+        return {"format": FORMAT, "version": VERSION, "request": request,
+                "user_prompt": self.user_prompt, "controls": self.controls.to_dict(),
+                "start_image": self.start_image, "weights": self.weights,
+                "studio_version": self.studio_version, "profile": self.profile,
+                "preset": self.preset, "loras": [dict(lora) for lora in self.loras]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Recipe":
+        """A recipe from `to_dict` output, or from what older studios and the CLI stored."""
+        if not isinstance(data, Mapping):
+            raise ValueError("A recipe must be a JSON object.")
+        if isinstance(data.get("request"), Mapping):  # this format, or the old CLI's
+            request = GenerationRequest.from_dict({**data["request"], "image_path": None})
+            return cls(
+                request=request,
+                user_prompt=str(data.get("user_prompt") or request.prompt),
+                controls=CinematicControls.from_dict(data.get("controls")),
+                start_image=data.get("start_image"),
+                weights=data.get("weights") or _old_weights(data.get("weights_source")),
+                studio_version=str(data.get("studio_version") or "0.1.0"),
+                profile=data.get("profile"), preset=data.get("preset"),
+                loras=tuple(dict(lora) for lora in data.get("loras") or ()))
+        # the studio's old flat shape: the request itself, with the form's extras under "studio"
+        extras = data.get("studio") if isinstance(data.get("studio"), Mapping) else {}
+        request = GenerationRequest.from_dict({**data, "image_path": None})
+        return cls(request=request, user_prompt=str(extras.get("user_prompt") or request.prompt),
+                   controls=CinematicControls.from_dict(extras.get("controls")),
+                   studio_version="0.1.0")
+
+    def ran_with(self, weights: str | None = None, profile: str | None = None,
+                 loras: tuple[Mapping[str, Any], ...] | None = None) -> "Recipe":
+        """The recipe completed with what the run knows."""
+        return replace(self, weights=weights if weights is not None else self.weights,
+                       profile=profile if profile is not None else self.profile,
+                       loras=self.loras if loras is None else loras,
+                       studio_version=STUDIO_VERSION)
+
+
+def weights_label(source: str, demo: bool = False) -> str:
+    """How a recipe names its weights: a Hub id as it is, the bundled demo weights as "demo",
+    and a local folder by its name alone (its path is the server's business)."""
+    if demo:
+        return "demo"
+    path = Path(source).expanduser()
+    if path.is_absolute() or source.startswith((".", "~")) or path.exists():
+        return f"local folder {path.name}"
+    return source
+
+
+def _old_weights(source: Any) -> str | None:
+    return weights_label(str(source)) if source else None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The content hash a recipe names a file by."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,120 @@
+"""Submitting, watching and cancelling takes: what the UI and the API call.
+
+A submission stores the take as queued (with its recipe and start image) and returns at once; a
+worker runs it whether or not anyone watches. `watch(take_id)` yields the take's events
+(`studio.take_events`) from the bus until its `TakeFinished`; closing the watch leaves the take
+running, so a closed or reloaded tab loses nothing. When nothing arrives for a while, the watch
+reads the take's row itself, so a take run by another process, or an event lost on the way,
+still ends its watch.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from dataclasses import replace
+from typing import Iterator
+
+import storage
+from pipelines.recipe import Recipe, file_sha256
+
+from . import hosting
+from .bus import TakeBus
+from .limits import Limits
+from .scratch import ScratchSpace
+from .take_events import TakeEvent, TakeFinished, TakeQueued, TakeStarted
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+WATCH_POLL_S = 1.0
+
+
+class Jobs:
+    """The queue as the studio's front ends see it."""
+
+    def __init__(self, store: storage.Store, bus: TakeBus, scratch: ScratchSpace,
+                 limits: Limits | None = None, worker: Worker | None = None,
+                 poll_s: float = WATCH_POLL_S) -> None:
+        self.store = store
+        self.bus = bus
+        self.scratch = scratch
+        self.limits = limits or Limits()
+        self.worker = worker  # this process's own worker, if it has one
+        self.poll_s = poll_s
+
+    def submit(self, owner: str, project_id: int, recipe: Recipe, image: str | None = None,
+               parent_id: int | None = None, parent_kind: str | None = None) -> storage.TakeRecord:
+        """Queue a take; its start image (a scratch or upload file) is stored with it and the
+        scratch copy let go. QueueFullError when the owner has too many takes waiting."""
+        try:
+            if image:
+                recipe = replace(recipe, start_image=file_sha256(image))
+            take = self.store.submit_take(owner, project_id, recipe.to_dict(), image=image,
+                                          parent_id=parent_id, parent_kind=parent_kind,
+                                          max_unfinished=self.limits.max_queued)
+        finally:
+            self.scratch.discard(image)
+        if self.worker is not None:
+            if hosting.on_zero_gpu():  # the GPU call must see the visitor who asked for it
+                self.worker.remember_context(take.id, contextvars.copy_context())
+            self.worker.wake()
+        return take
+
+    def watch(self, take_id: int) -> Iterator[TakeEvent]:
+        """The take's events until it ends (see module docstring)."""
+        watch = self.bus.watch(take_id)
+        try:
+            take = self.store.find_take(take_id)
+            if take is None:
+                return
+            if take.finished:
+                yield _finished(take)
+                return
+            started = False
+            if take.status == storage.TakeStatus.PENDING:
+                yield TakeQueued(take_id, self.store.queue_positions(take.owner).get(take_id))
+            while True:
+                event = watch.get(timeout=self.poll_s)
+                if event is None:
+                    take = self.store.find_take(take_id)
+                    if take is None:
+                        return
+                    if take.finished:
+                        yield _finished(take)
+                        return
+                    if take.status == storage.TakeStatus.RUNNING and not started:
+                        started = True
+                        yield TakeStarted(take_id, take.total_steps or 0)
+                    continue
+                started = started or isinstance(event, TakeStarted)
+                yield event
+                if isinstance(event, TakeFinished):
+                    return
+        finally:
+            watch.close()
+
+    def cancel(self, owner: str | None, take_id: int) -> bool:
+        """Cancel a queued take now, or stop a running one within a step (owner None: an
+        operator). False when the owner has no such take still queued or running."""
+        before = self.store.find_take(take_id) if owner is None else self.store.get_take(owner, take_id)
+        if before is None or before.finished:
+            return False
+        try:
+            take = self.store.request_cancel(take_id, owner)
+        except storage.NotFoundError:
+            return False
+        if self.worker is not None:
+            self.worker.cancel(take_id)
+        if take.finished:  # it was still queued: cancelled now, and its watchers hear so at once
+            self.bus.publish(take_id, TakeFinished(take, take.error or ""))
+        return True
+
+    def positions(self, owner: str) -> dict[int, int]:
+        """The owner's queued takes and their places in line."""
+        return self.store.queue_positions(owner)
+
+
+def _finished(take: storage.TakeRecord) -> TakeFinished:
+    """A TakeFinished read back from the take's row."""
+    return TakeFinished(take, take.error or "")
