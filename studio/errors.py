@@ -27,14 +27,16 @@ UNEXPECTED = ("Something went wrong on the server and nothing was changed; try a
 
 
 def as_user_error(exc: BaseException, where: str) -> gr.Error:
-    """The gr.Error a visitor sees for `exc` (logging it as it deserves)."""
+    """The gr.Error a visitor sees for `exc`, logged as it deserves: one line for what the visitor
+    can fix, the traceback for what nobody foresaw (Gradio is told not to print another)."""
     if isinstance(exc, gr.Error):
-        return exc
+        log.info("%s: %s", where, exc.message)
+        return gr.Error(exc.message, print_exception=False)
     if isinstance(exc, (StudioError, storage.StorageError)):
         log.info("%s: %s", where, exc)
-        return gr.Error(str(exc))
+        return gr.Error(str(exc), print_exception=False)
     log.exception("%s failed unexpectedly", where)
-    return gr.Error(UNEXPECTED)
+    return gr.Error(UNEXPECTED, print_exception=False)
 
 
 def user_errors(fn: F) -> F:

@@ -124,7 +124,7 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                     with gr.Row(elem_classes=["number-row"]):
                         size_preset = gr.Dropdown(forms.size_presets(variant_id, defaults),
                                                   value=start["size_preset"], label="Size",
-                                                  elem_id="size-preset", min_width=120)
+                                                  elem_id="size-preset", min_width=150)
                         widgets["width"] = gr.Number(start["width"], label="Width", precision=0,
                                                      elem_id="width", min_width=90)
                         widgets["height"] = gr.Number(start["height"], label="Height", precision=0,
@@ -158,8 +158,9 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                     errors["settings"] = _error_slot("settings")
 
             with gr.Column(scale=6, min_width=320, elem_id="monitor-panel"):
-                preview = gr.HTML(empty_preview_html(), elem_id="preview")
-                progress = gr.HTML("", elem_id="progress")
+                with gr.Column(elem_id="live"):  # stays in view while the page scrolls
+                    preview = gr.HTML(empty_preview_html(), elem_id="preview")
+                    progress = gr.HTML("", elem_id="progress")
                 video = gr.Video(label="Take", autoplay=True, loop=True, interactive=False,
                                  elem_id="video", height=240)
                 with gr.Row(elem_id="take-actions"):
@@ -283,7 +284,10 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
         def on_load(browser: str, last: Any, request: gr.Request,
                     profile: gr.OAuthProfile | None = None) -> dict[Any, Any]:
             page = handlers.load(browser, profile, last if isinstance(last, int) else None)
-            return {browser_key: page.browser_key, owner: page.owner, selected: page.unfinished,
+            # the monitor shows the take still running (then watched), else the newest one
+            newest = page.unfinished or (page.history.take_ids[0] if page.history.take_ids else None)
+            return {browser_key: page.browser_key, owner: page.owner,
+                    **take_outputs(handlers.take_view(page.owner, newest, _base_url(request))),
                     **project_outputs(page.projects, page.project_id),
                     **history_outputs(page.history)}
 
@@ -374,6 +378,13 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                 yield out
             if watching.get(session) == take_id:
                 del watching[session]
+
+        @user_errors
+        def on_watch_unfinished(owner_key: str, take_id: int | None, project: int | None,
+                                request: gr.Request) -> Iterator[dict[Any, Any]]:
+            take = handlers.store.get_take(owner_key, take_id) if owner_key and take_id else None
+            yield from on_watch(owner_key, take_id if take and not take.finished else None,
+                                project, request)
 
         @user_errors
         def on_select(owner_key: str, ids: list[int], evt: gr.SelectData,
@@ -474,8 +485,8 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                           show_progress="hidden", **private)
 
         loaded = demo.load(on_load, [browser_key, last_project],
-                           [browser_key, owner, selected, *project_out, *history_out], **private)
-        loaded.then(**watch_args)  # a take still queued or running: watch it again
+                           [browser_key, owner, *take_out, *project_out, *history_out], **private)
+        loaded.then(**{**watch_args, "fn": on_watch_unfinished})  # watch a running take again
         if sign_in_note is not None:
             demo.load(user_errors(handlers.sign_in_note), None, sign_in_note, **private)
         widgets["variant"].select(
@@ -495,7 +506,9 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
 
         checked = generate.click(on_check, set(form_widgets), [*slot_out, *form_widgets, status],
                                  **quick)
-        checked = checked.then(on_require, set(form_widgets), None, **quick)
+        # queued (unlike the check above), so its gr.Error shows as a toast too
+        checked = checked.then(on_require, set(form_widgets), None, show_progress="hidden",
+                               **private)
         submitted = checked.success(
             on_submit, {owner, project_id, lineage, *form_widgets},
             [selected, lineage, status, *project_out, *history_out],
