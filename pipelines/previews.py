@@ -3,8 +3,8 @@
 - `capture_x0(scheduler)` wraps `scheduler.step` and computes each step's clean-sample estimate
   `x0 = x_t - sigma * v` (flow matching), for any diffusers flow scheduler.
 - `load_or_fit_projection(vae, cache)` fits a linear map from the pipeline's normalized latent
-  space to RGB by least squares against the VAE itself (synthetic clips in, latents out), and
-  caches it as safetensors keyed by a fingerprint of the VAE weights.
+  space to RGB by least squares against the VAE itself (synthetic clips encoded, then decoded),
+  and caches it as safetensors keyed by a fingerprint of the VAE weights.
 - `preview_frames(projection, x0)` turns latents into small uint8 frames: ONE IMAGE PER LATENT
   FRAME (21 for 81 video frames, 31 for 121), which is what the latents hold and is cheap; play
   them at fps / temporal_stride. `decode_preview(vae, x0)` runs the real VAE instead (all video
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-FIT_VERSION = 2  # bump when the calibration recipe changes, so cached maps are refitted
+FIT_VERSION = 3  # bump when the calibration recipe changes, so cached maps are refitted
 RIDGE = 0.01  # shrinkage, relative to the mean latent variance
 CALIBRATION_SEED = 20250728
 X0Callback = Callable[[int, float, torch.Tensor], None]
@@ -142,11 +142,11 @@ class LatentRGBProjection:
 
 def fit_projection(vae: Any, size: int = 96, images: int = 16, clips: int = 4,
                    frames: int = 5) -> LatentRGBProjection:
-    """Fit the latent->RGB map by least squares on synthetic frames encoded by `vae` itself.
+    """Fit the latent->RGB map by least squares: synthetic frames' latents against the VAE's decodes of them.
 
     Single images (cheap; the first latent frame) and a few short panning clips (the later latent
-    frames, each covering `temporal_stride` frames) are encoded; every latent pixel is paired with
-    the mean RGB of the pixels and frames it covers.
+    frames, each covering `temporal_stride` frames) are encoded and decoded by `vae` itself; every
+    latent pixel is paired with the mean RGB of the decoded pixels and frames it covers.
     """
     temporal = int(getattr(vae.config, "scale_factor_temporal", None) or 4)
     groups = [calibration_clips(size=size, count=images, frames=1),
@@ -157,7 +157,12 @@ def fit_projection(vae: Any, size: int = 96, images: int = 16, clips: int = 4,
             continue
         z = _encode_normalized(vae, video)  # (N, C, t, h, w)
         spatial = size // z.shape[-1]
-        target = _block_means((video + 1) / 2, spatial, z.shape[2], temporal)  # (N, 3, t, h, w)
+        # The target is what the preview stands in for: the VAE's decode of these latents, clamped
+        # as the final video is, not the clip that was encoded. A small VAE reconstructs colours
+        # outside what it was trained on poorly (saturated synthetic primaries), and a map fitted
+        # to the inputs learns colours the decoder never produces: the demo's lavender skies.
+        decoded = (_decode_normalized(vae, z).clamp_(-1, 1) + 1) / 2
+        target = _block_means(decoded, spatial, z.shape[2], temporal)  # (N, 3, t, h, w)
         xs.append(z.permute(0, 2, 3, 4, 1).reshape(-1, z.shape[1]).double())
         ys.append(target.permute(0, 2, 3, 4, 1).reshape(-1, 3).double())
     if not xs:
@@ -181,9 +186,33 @@ def _encode_normalized(vae: Any, video: torch.Tensor) -> torch.Tensor:
     latents = []
     with torch.no_grad():
         for batch in video.split(4):
-            mu = vae.encode(batch.to(vae.device, vae.dtype)).latent_dist.mode()
+            mu = _run_vae(vae, "encode", batch).latent_dist.mode()
             latents.append((mu.float().cpu() - mean) / std)
     return torch.cat(latents)
+
+
+def _decode_normalized(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Decode normalized latents (N, C, t, h, w) to video (N, 3, T, H, W) in about -1..1 (float32, CPU)."""
+    mean, std = _latent_normalization(vae)
+    videos = []
+    with torch.no_grad():
+        for batch in latents.split(4):
+            videos.append(_run_vae(vae, "decode", batch * std + mean).sample.float().cpu())
+    return torch.cat(videos)
+
+
+def _run_vae(vae: Any, method: str, tensor: torch.Tensor) -> Any:
+    """`vae.encode` or `vae.decode` run where the VAE's weights are now, bypassing any offload hook.
+
+    With diffusers' model CPU offload the VAE waits in host memory while the transformer works.
+    `encode`/`decode` fire the offload hook, which moves the VAE to the GPU (pushing the model
+    before it off; mid-run, an expert of many gigabytes) while an input already put on
+    `vae.device`, the CPU, stays behind. The fit and a run's calibration are small: they run where
+    the weights sit and leave them there.
+    """
+    function = getattr(type(vae), method)
+    function = getattr(function, "__wrapped__", function)  # diffusers' apply_forward_hook wrapper
+    return function(vae, tensor.to(vae.device, vae.dtype))
 
 
 def _block_means(video: torch.Tensor, spatial: int, latent_frames: int, temporal: int) -> torch.Tensor:
