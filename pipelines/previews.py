@@ -5,6 +5,8 @@
 - `load_or_fit_projection(vae, cache)` fits a linear map from the pipeline's normalized latent
   space to RGB by least squares against the VAE itself (synthetic clips encoded, then decoded),
   and caches it as safetensors keyed by a fingerprint of the VAE weights.
+- `calibrate_projection(projection, vae, x0)` refits that map to one run, on the VAE's decode of
+  the run's first latent frame; the engine does it half-way through a run and at its last step.
 - `preview_frames(projection, x0)` turns latents into small uint8 frames: ONE IMAGE PER LATENT
   FRAME (21 for 81 video frames, 31 for 121), which is what the latents hold and is cheap; play
   them at fps / temporal_stride. `decode_preview(vae, x0)` runs the real VAE instead (all video
@@ -31,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 FIT_VERSION = 3  # bump when the calibration recipe changes, so cached maps are refitted
 RIDGE = 0.01  # shrinkage, relative to the mean latent variance
+CALIBRATION_WINDOW = 16  # latent pixels per side of the first frame decoded to calibrate a run's map
+CALIBRATION_MARGIN = 2  # latent pixels next to a cut edge of that window, left out of the refit
+CALIBRATION_PULL = 1.0  # how hard a run's refit is pulled towards the fitted map, per latent variance
 CALIBRATION_SEED = 20250728
 X0Callback = Callable[[int, float, torch.Tensor], None]
 
@@ -178,6 +183,71 @@ def fit_projection(vae: Any, size: int = 96, images: int = 16, clips: int = 4,
     bias = y_mean - x_mean @ weight
     return LatentRGBProjection(weight.float().contiguous(), bias.float().contiguous(),
                                spatial_stride=spatial, temporal_stride=temporal)
+
+
+def calibration_steps(total: int) -> tuple[int, ...]:
+    """The steps (1-based) from which a run's map is recalibrated: half-way through, and the last."""
+    return tuple(sorted({max(1, (total + 1) // 2), max(1, total)}))
+
+
+def calibrate_projection(projection: LatentRGBProjection, vae: Any, latents: torch.Tensor,
+                         window: int = CALIBRATION_WINDOW) -> LatentRGBProjection:
+    """`projection` refitted to one run, towards itself, on the VAE's decode of the run's first latent frame.
+
+    The fitted map is one linear map for every latent the VAE may see; a small VAE's decoder is far
+    from linear, so the colours a given run's latents decode to drift from it by a cast that
+    depends on the content (a night meadow differs from a desert noon). The causal Wan VAE decodes
+    the first latent frame on its own, exactly as the final decode will, so decoding that frame
+    alone (only a `window` x `window` patch of a large one) is a small share of the final decode's
+    work and gives exact targets for this run's colours. Failures leave the map as it was.
+    """
+    try:
+        return _calibrated(projection, vae, _single_latents(latents, projection.channels), window)
+    except Exception as exc:  # noqa: BLE001 - a preview nicety must never end a run
+        logger.warning("Preview map not recalibrated for this run (%s: %s).", type(exc).__name__, exc)
+        return projection
+
+
+def _calibrated(projection: LatentRGBProjection, vae: Any, latents: torch.Tensor,
+                window: int) -> LatentRGBProjection:
+    _, _, h, w = latents.shape
+    wh, ww = min(h, window), min(w, window)
+    top, left = (h - wh) // 2, (w - ww) // 2
+    patch = latents[:, :1, top:top + wh, left:left + ww].float().cpu()  # (C, 1, wh, ww)
+    decoded = (_decode_normalized(vae, patch[None]).clamp_(-1, 1) + 1) / 2  # (1, 3, 1, H, W)
+    stride = projection.spatial_stride
+    if tuple(decoded.shape[-2:]) != (wh * stride, ww * stride):
+        raise ValueError(f"the VAE decoded {wh}x{ww} latents to {tuple(decoded.shape[-2:])} pixels, "
+                         f"not {stride}x as the map assumes")
+    target = F.avg_pool2d(decoded[0, :, 0], stride)  # (3, wh, ww)
+    # Where the window was cut out of a larger frame, the decoder saw zero padding instead of the
+    # neighbours the final decode will see: the pixels next to those edges are left out.
+    keep = torch.ones(wh, ww, dtype=torch.bool)
+    margin = CALIBRATION_MARGIN
+    if top > 0:
+        keep[:margin] = False
+    if top + wh < h:
+        keep[wh - margin:] = False
+    if left > 0:
+        keep[:, :margin] = False
+    if left + ww < w:
+        keep[:, ww - margin:] = False
+    x = patch[:, 0].permute(1, 2, 0)[keep].double()  # (n, C)
+    y = target.permute(1, 2, 0)[keep].double()  # (n, 3)
+    if not len(x) or not torch.isfinite(x).all() or not torch.isfinite(y).all():
+        raise ValueError("no finite latent pixels to calibrate on")
+    # Ridge towards the fitted weights: one frame has fewer pixels than some VAEs have channels
+    # (16 at 64x64 for TI2V), so the refit keeps the fitted map along directions the frame does
+    # not span; the intercept is free, which is what removes a run's colour cast.
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc = x - x_mean
+    pull = CALIBRATION_PULL * max(float(xc.pow(2).mean()), 1e-6) * len(x)
+    prior = projection.weight.double()
+    gram = xc.T @ xc + pull * torch.eye(x.shape[1], dtype=x.dtype)
+    weight = torch.linalg.solve(gram, xc.T @ (y - y_mean) + pull * prior)
+    bias = y_mean - x_mean @ weight
+    return LatentRGBProjection(weight.float().contiguous(), bias.float().contiguous(),
+                               spatial_stride=stride, temporal_stride=projection.temporal_stride)
 
 
 def _encode_normalized(vae: Any, video: torch.Tensor) -> torch.Tensor:
