@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 FIT_VERSION = 3  # bump when the calibration recipe changes, so cached maps are refitted
 RIDGE = 0.01  # shrinkage, relative to the mean latent variance
-CALIBRATION_WINDOW = 16  # latent pixels per side of the first frame decoded to calibrate a run's map
+CALIBRATION_PIXELS = 128  # side, in video pixels, of the first-frame patch decoded to calibrate a run
 CALIBRATION_MARGIN = 2  # latent pixels next to a cut edge of that window, left out of the refit
 CALIBRATION_PULL = 1.0  # how hard a run's refit is pulled towards the fitted map, per latent variance
 CALIBRATION_SEED = 20250728
@@ -191,16 +191,20 @@ def calibration_steps(total: int) -> tuple[int, ...]:
 
 
 def calibrate_projection(projection: LatentRGBProjection, vae: Any, latents: torch.Tensor,
-                         window: int = CALIBRATION_WINDOW) -> LatentRGBProjection:
+                         window: int | None = None) -> LatentRGBProjection:
     """`projection` refitted to one run, towards itself, on the VAE's decode of the run's first latent frame.
 
     The fitted map is one linear map for every latent the VAE may see; a small VAE's decoder is far
     from linear, so the colours a given run's latents decode to drift from it by a cast that
     depends on the content (a night meadow differs from a desert noon). The causal Wan VAE decodes
     the first latent frame on its own, exactly as the final decode will, so decoding that frame
-    alone (only a `window` x `window` patch of a large one) is a small share of the final decode's
-    work and gives exact targets for this run's colours. Failures leave the map as it was.
+    alone (only a central `window` x `window` latent patch of a large one, by default
+    CALIBRATION_PIXELS video pixels a side) is a small share of the final decode's work and gives
+    exact targets for this run's colours. Failures leave the map as it was.
     """
+    # Under model offload the VAE decodes on the CPU mid-run (see _run_vae): the real Wan2.2 VAE
+    # took 8-10 s on 2 shared cores for 128x128 pixels, 25-32 s for 256x256.
+    window = window or max(2 * CALIBRATION_MARGIN + 2, CALIBRATION_PIXELS // projection.spatial_stride)
     try:
         return _calibrated(projection, vae, _single_latents(latents, projection.channels), window)
     except Exception as exc:  # noqa: BLE001 - a preview nicety must never end a run

@@ -374,11 +374,14 @@ def test_calibration_matches_the_decoded_first_frame_with_one_small_decode(rando
 
 
 def test_calibration_decodes_a_window_of_a_large_frame(random_vaes, monkeypatch):
+    """128x128 video pixels by default (16 latent pixels at stride 8), whatever the frame size."""
     vae = random_vaes["z16"]
     counter = CountingDecodes(vae, monkeypatch)
-    calibrated = calibrate_projection(hand_projection(), vae, torch.randn(16, 2, 40, 24), window=8)
-    assert counter.shapes == [(1, 16, 1, 8, 8)]
+    calibrated = calibrate_projection(hand_projection(), vae, torch.randn(16, 2, 90, 160))
+    calibrate_projection(hand_projection(), vae, torch.randn(16, 2, 40, 24), window=8)
+    assert counter.shapes == [(1, 16, 1, 16, 16), (1, 16, 1, 8, 8)]
     assert torch.isfinite(calibrated.weight).all() and torch.isfinite(calibrated.bias).all()
+    assert not torch.equal(calibrated.bias, hand_projection().bias)  # refitted, not given up on
 
 
 def test_calibration_keeps_the_fitted_weights_where_the_frame_says_nothing(random_vaes):
