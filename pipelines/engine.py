@@ -136,9 +136,12 @@ class Engine:
         boundary = _boundary(pipe)
         projection = self._projection(loaded) if request.preview.enabled else None
 
-        from .previews import capture_x0, decode_preview, preview_frames
+        from .previews import (calibrate_projection, calibration_steps, capture_x0, decode_preview,
+                               preview_frames)
 
         total = request.steps
+        run_map = [projection]  # the map this run's previews use: recalibrated at the steps in `due`
+        due = list(calibration_steps(total))
 
         def on_step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             now = time.monotonic()
@@ -156,8 +159,12 @@ class Engine:
                 emit(PreviewEvent(index, total, expert, _rendered_now(lambda x0=x0: decode_preview(
                     pipe.vae, _latents(x0), max_side=request.preview.max_side)), decoded=True))
             elif projection is not None:
-                emit(PreviewEvent(index, total, expert, lambda x0=x0: preview_frames(
-                    projection, _latents(x0), max_side=request.preview.max_side,
+                if due and due[0] <= index:  # one small VAE decode of the first latent frame
+                    while due and due[0] <= index:
+                        due.pop(0)
+                    run_map[0] = calibrate_projection(projection, pipe.vae, _latents(x0))
+                emit(PreviewEvent(index, total, expert, lambda x0=x0, shown=run_map[0]: preview_frames(
+                    shown, _latents(x0), max_side=request.preview.max_side,
                     out_size=(request.width, request.height))))
             if cancel.is_set():
                 raise _Stop(index)

@@ -3,8 +3,10 @@
 - `capture_x0(scheduler)` wraps `scheduler.step` and computes each step's clean-sample estimate
   `x0 = x_t - sigma * v` (flow matching), for any diffusers flow scheduler.
 - `load_or_fit_projection(vae, cache)` fits a linear map from the pipeline's normalized latent
-  space to RGB by least squares against the VAE itself (synthetic clips in, latents out), and
-  caches it as safetensors keyed by a fingerprint of the VAE weights.
+  space to RGB by least squares against the VAE itself (synthetic clips encoded, then decoded),
+  and caches it as safetensors keyed by a fingerprint of the VAE weights.
+- `calibrate_projection(projection, vae, x0)` refits that map to one run, on the VAE's decode of
+  the run's first latent frame; the engine does it half-way through a run and at its last step.
 - `preview_frames(projection, x0)` turns latents into small uint8 frames: ONE IMAGE PER LATENT
   FRAME (21 for 81 video frames, 31 for 121), which is what the latents hold and is cheap; play
   them at fps / temporal_stride. `decode_preview(vae, x0)` runs the real VAE instead (all video
@@ -29,8 +31,11 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-FIT_VERSION = 2  # bump when the calibration recipe changes, so cached maps are refitted
+FIT_VERSION = 3  # bump when the calibration recipe changes, so cached maps are refitted
 RIDGE = 0.01  # shrinkage, relative to the mean latent variance
+CALIBRATION_PIXELS = 128  # side, in video pixels, of the first-frame patch decoded to calibrate a run
+CALIBRATION_MARGIN = 2  # latent pixels next to a cut edge of that window, left out of the refit
+CALIBRATION_PULL = 1.0  # how hard a run's refit is pulled towards the fitted map, per latent variance
 CALIBRATION_SEED = 20250728
 X0Callback = Callable[[int, float, torch.Tensor], None]
 
@@ -142,11 +147,11 @@ class LatentRGBProjection:
 
 def fit_projection(vae: Any, size: int = 96, images: int = 16, clips: int = 4,
                    frames: int = 5) -> LatentRGBProjection:
-    """Fit the latent->RGB map by least squares on synthetic frames encoded by `vae` itself.
+    """Fit the latent->RGB map by least squares: synthetic frames' latents against the VAE's decodes of them.
 
     Single images (cheap; the first latent frame) and a few short panning clips (the later latent
-    frames, each covering `temporal_stride` frames) are encoded; every latent pixel is paired with
-    the mean RGB of the pixels and frames it covers.
+    frames, each covering `temporal_stride` frames) are encoded and decoded by `vae` itself; every
+    latent pixel is paired with the mean RGB of the decoded pixels and frames it covers.
     """
     temporal = int(getattr(vae.config, "scale_factor_temporal", None) or 4)
     groups = [calibration_clips(size=size, count=images, frames=1),
@@ -157,7 +162,12 @@ def fit_projection(vae: Any, size: int = 96, images: int = 16, clips: int = 4,
             continue
         z = _encode_normalized(vae, video)  # (N, C, t, h, w)
         spatial = size // z.shape[-1]
-        target = _block_means((video + 1) / 2, spatial, z.shape[2], temporal)  # (N, 3, t, h, w)
+        # The target is what the preview stands in for: the VAE's decode of these latents, clamped
+        # as the final video is, not the clip that was encoded. A small VAE reconstructs colours
+        # outside what it was trained on poorly (saturated synthetic primaries), and a map fitted
+        # to the inputs learns colours the decoder never produces: the demo's lavender skies.
+        decoded = (_decode_normalized(vae, z).clamp_(-1, 1) + 1) / 2
+        target = _block_means(decoded, spatial, z.shape[2], temporal)  # (N, 3, t, h, w)
         xs.append(z.permute(0, 2, 3, 4, 1).reshape(-1, z.shape[1]).double())
         ys.append(target.permute(0, 2, 3, 4, 1).reshape(-1, 3).double())
     if not xs:
@@ -175,15 +185,108 @@ def fit_projection(vae: Any, size: int = 96, images: int = 16, clips: int = 4,
                                spatial_stride=spatial, temporal_stride=temporal)
 
 
+def calibration_steps(total: int) -> tuple[int, ...]:
+    """The steps (1-based) from which a run's map is recalibrated: half-way through, and the last."""
+    return tuple(sorted({max(1, (total + 1) // 2), max(1, total)}))
+
+
+def calibrate_projection(projection: LatentRGBProjection, vae: Any, latents: torch.Tensor,
+                         window: int | None = None) -> LatentRGBProjection:
+    """`projection` refitted to one run, towards itself, on the VAE's decode of the run's first latent frame.
+
+    The fitted map is one linear map for every latent the VAE may see; a small VAE's decoder is far
+    from linear, so the colours a given run's latents decode to drift from it by a cast that
+    depends on the content (a night meadow differs from a desert noon). The causal Wan VAE decodes
+    the first latent frame on its own, exactly as the final decode will, so decoding that frame
+    alone (only a central `window` x `window` latent patch of a large one, by default
+    CALIBRATION_PIXELS video pixels a side) is a small share of the final decode's work and gives
+    exact targets for this run's colours. Failures leave the map as it was.
+    """
+    # Under model offload the VAE decodes on the CPU mid-run (see _run_vae): the real Wan2.2 VAE
+    # took 8-10 s on 2 shared cores for 128x128 pixels, 25-32 s for 256x256.
+    window = window or max(2 * CALIBRATION_MARGIN + 2, CALIBRATION_PIXELS // projection.spatial_stride)
+    try:
+        return _calibrated(projection, vae, _single_latents(latents, projection.channels), window)
+    except Exception as exc:  # noqa: BLE001 - a preview nicety must never end a run
+        logger.warning("Preview map not recalibrated for this run (%s: %s).", type(exc).__name__, exc)
+        return projection
+
+
+def _calibrated(projection: LatentRGBProjection, vae: Any, latents: torch.Tensor,
+                window: int) -> LatentRGBProjection:
+    _, _, h, w = latents.shape
+    wh, ww = min(h, window), min(w, window)
+    top, left = (h - wh) // 2, (w - ww) // 2
+    patch = latents[:, :1, top:top + wh, left:left + ww].float().cpu()  # (C, 1, wh, ww)
+    decoded = (_decode_normalized(vae, patch[None]).clamp_(-1, 1) + 1) / 2  # (1, 3, 1, H, W)
+    stride = projection.spatial_stride
+    if tuple(decoded.shape[-2:]) != (wh * stride, ww * stride):
+        raise ValueError(f"the VAE decoded {wh}x{ww} latents to {tuple(decoded.shape[-2:])} pixels, "
+                         f"not {stride}x as the map assumes")
+    target = F.avg_pool2d(decoded[0, :, 0], stride)  # (3, wh, ww)
+    # Where the window was cut out of a larger frame, the decoder saw zero padding instead of the
+    # neighbours the final decode will see: the pixels next to those edges are left out.
+    keep = torch.ones(wh, ww, dtype=torch.bool)
+    margin = CALIBRATION_MARGIN
+    if top > 0:
+        keep[:margin] = False
+    if top + wh < h:
+        keep[wh - margin:] = False
+    if left > 0:
+        keep[:, :margin] = False
+    if left + ww < w:
+        keep[:, ww - margin:] = False
+    x = patch[:, 0].permute(1, 2, 0)[keep].double()  # (n, C)
+    y = target.permute(1, 2, 0)[keep].double()  # (n, 3)
+    if not len(x) or not torch.isfinite(x).all() or not torch.isfinite(y).all():
+        raise ValueError("no finite latent pixels to calibrate on")
+    # Ridge towards the fitted weights: one frame has fewer pixels than some VAEs have channels
+    # (16 at 64x64 for TI2V), so the refit keeps the fitted map along directions the frame does
+    # not span; the intercept is free, which is what removes a run's colour cast.
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc = x - x_mean
+    pull = CALIBRATION_PULL * max(float(xc.pow(2).mean()), 1e-6) * len(x)
+    prior = projection.weight.double()
+    gram = xc.T @ xc + pull * torch.eye(x.shape[1], dtype=x.dtype)
+    weight = torch.linalg.solve(gram, xc.T @ (y - y_mean) + pull * prior)
+    bias = y_mean - x_mean @ weight
+    return LatentRGBProjection(weight.float().contiguous(), bias.float().contiguous(),
+                               spatial_stride=stride, temporal_stride=projection.temporal_stride)
+
+
 def _encode_normalized(vae: Any, video: torch.Tensor) -> torch.Tensor:
     """Encode (N, 3, T, H, W) in -1..1 to the pipeline's normalized latents (float32, CPU)."""
     mean, std = _latent_normalization(vae)
     latents = []
     with torch.no_grad():
         for batch in video.split(4):
-            mu = vae.encode(batch.to(vae.device, vae.dtype)).latent_dist.mode()
+            mu = _run_vae(vae, "encode", batch).latent_dist.mode()
             latents.append((mu.float().cpu() - mean) / std)
     return torch.cat(latents)
+
+
+def _decode_normalized(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Decode normalized latents (N, C, t, h, w) to video (N, 3, T, H, W) in about -1..1 (float32, CPU)."""
+    mean, std = _latent_normalization(vae)
+    videos = []
+    with torch.no_grad():
+        for batch in latents.split(4):
+            videos.append(_run_vae(vae, "decode", batch * std + mean).sample.float().cpu())
+    return torch.cat(videos)
+
+
+def _run_vae(vae: Any, method: str, tensor: torch.Tensor) -> Any:
+    """`vae.encode` or `vae.decode` run where the VAE's weights are now, bypassing any offload hook.
+
+    With diffusers' model CPU offload the VAE waits in host memory while the transformer works.
+    `encode`/`decode` fire the offload hook, which moves the VAE to the GPU (pushing the model
+    before it off; mid-run, an expert of many gigabytes) while an input already put on
+    `vae.device`, the CPU, stays behind. The fit and a run's calibration are small: they run where
+    the weights sit and leave them there.
+    """
+    function = getattr(type(vae), method)
+    function = getattr(function, "__wrapped__", function)  # diffusers' apply_forward_hook wrapper
+    return function(vae, tensor.to(vae.device, vae.dtype))
 
 
 def _block_means(video: torch.Tensor, spatial: int, latent_frames: int, temporal: int) -> torch.Tensor:
