@@ -2,7 +2,9 @@
 
 1. Click to first preview: time from the API `generate` request to the first preview update,
    minus the first denoising step's own time. Baseline in the same run: the engine called
-   directly (no queue, no storage, no HTTP), same request, same measure.
+   directly (no queue, no storage, no HTTP), same request, same measure. The studio path is
+   submit (the take stored as queued), the in-process worker's claim, the run, and the event
+   bus back to the API's watch.
 2. History listing while a job runs: 100 `/takes` calls through gradio_client, then 100 over
    one keep-alive HTTP connection (POST /gradio_api/run/takes, as a browser would reuse one),
    while a long generation runs, against the same calls with the studio idle.
@@ -33,6 +35,7 @@ import httpx  # noqa: E402
 import torch  # noqa: E402
 from gradio_client import Client  # noqa: E402
 
+from pipelines.engine import Engine  # noqa: E402
 from pipelines.events import PreviewEvent, StepEvent  # noqa: E402
 from pipelines.request import build_request  # noqa: E402
 from studio.owners import new_owner_key  # noqa: E402
@@ -106,7 +109,7 @@ def main() -> None:
         client = Client(url, verbose=False)
         owner = new_owner_key()
         request = build_request(SETTINGS).request
-        engine = studio.runner.engine
+        engine = Engine(studio.manager)  # the worker's model, without the queue in between
         engine.generate(request, lambda e: None)  # warm: load the model, fit the preview map
         for update in client.submit(SETTINGS, owner, api_name="/generate"):
             pass

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from . import filehooks
@@ -81,29 +81,42 @@ def claim_next(session: Session, worker: str, variants: Sequence[str] | None = N
                lease_s: float = LEASE_S) -> TakeRecord | None:
     """Take the next queued take for `worker` (one of `variants`, if given), or None.
 
-    Fair across owners: the owner whose last take was claimed longest ago (or never) goes first,
-    their oldest take first. One statement picks the row: on PostgreSQL with `FOR UPDATE SKIP
-    LOCKED`, so workers claiming at once take different takes; on SQLite the write transaction
-    (BEGIN IMMEDIATE) already admits one claimer at a time.
+    Fair across owners: the owner whose last take was claimed longest ago (or never; then the
+    one waiting longest) goes first, with their oldest take. On PostgreSQL the owner's row and
+    then the take's are locked `FOR UPDATE SKIP LOCKED`, so workers claiming at once take
+    different owners' takes (and never the same take); on SQLite the write transaction (BEGIN
+    IMMEDIATE) already admits one claimer at a time.
     """
     worker = check_worker(worker)
-    query = (select(Take).join(Owner, Owner.key == Take.owner)
-             .where(Take.status == TakeStatus.PENDING.value))
+    if variants is not None and not variants:
+        return None
+    waiting = [Take.owner == Owner.key, Take.status == TakeStatus.PENDING.value]
     if variants is not None:
-        if not variants:
-            return None
-        query = query.where(Take.variant.in_(list(variants)))
-    query = query.order_by(Owner.last_served_at.asc().nulls_first(), Take.id.asc()).limit(1)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=Take)
-    take = session.scalar(query)
+        waiting.append(Take.variant.in_(list(variants)))
+    oldest = select(func.min(Take.id)).where(*waiting).correlate(Owner).scalar_subquery()
+    owner_query = (select(Owner).where(exists().where(*waiting))
+                   .order_by(Owner.last_served_at.asc().nulls_first(), oldest).limit(1))
+    shared = session.get_bind().dialect.name == "postgresql"
+    if shared:
+        owner_query = owner_query.with_for_update(skip_locked=True, of=Owner)
+    owner = session.scalar(owner_query)
+    if owner is None:
+        return None
+    take_query = (select(Take).where(Take.owner == owner.key,
+                                     Take.status == TakeStatus.PENDING.value)
+                  .order_by(Take.id).limit(1))
+    if variants is not None:
+        take_query = take_query.where(Take.variant.in_(list(variants)))
+    if shared:
+        take_query = take_query.with_for_update(skip_locked=True)
+    take = session.scalar(take_query)
     if take is None:
         return None
     now = utcnow()
     move(take, TakeStatus.RUNNING)
     take.worker, take.lease_expires_at = worker, now + timedelta(seconds=lease_s)
     take.started_at, take.step, take.attempts = now, 0, take.attempts + 1
-    session.execute(update(Owner).where(Owner.key == take.owner).values(last_served_at=now))
+    owner.last_served_at = now
     session.flush()
     return take_record(session, take)
 

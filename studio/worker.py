@@ -51,6 +51,21 @@ POLL_S = 1.0  # how often an idle worker looks for takes queued by other process
 CANCELLED = "Cancelled: the take is kept."
 
 
+LEASE_ENV = "WAN_STUDIO_LEASE_S"
+
+
+def lease_seconds() -> float:
+    """How long a worker's claim holds without renewal ($WAN_STUDIO_LEASE_S, default 30): a dead
+    worker's take is queued again this long after its last sign of life."""
+    try:
+        value = float(os.environ.get(LEASE_ENV, storage.LEASE_S))
+    except ValueError:
+        raise ValueError(f"{LEASE_ENV} must be a number of seconds.") from None
+    if not 1 <= value <= 3600:
+        raise ValueError(f"{LEASE_ENV} must be between 1 and 3600 seconds.")
+    return value
+
+
 def worker_name() -> str:
     """A name no other worker has: host, process and a random part."""
     return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -87,7 +102,7 @@ class Worker:
     def __init__(self, store: storage.Store, stream: EventStream, bus: TakeBus, *,
                  name: str | None = None, variants: Sequence[str] | None = None,
                  is_demo: Callable[[str], bool] = lambda variant: False,
-                 lease_s: float = storage.LEASE_S, poll_s: float = POLL_S,
+                 lease_s: float | None = None, poll_s: float = POLL_S,
                  preview_interval_s: float = 0.3, save_wait_s: float = SAVE_WAIT_S,
                  write_video: Callable[..., Path] | None = None,
                  write_poster: Callable[..., Path] | None = None) -> None:
@@ -97,7 +112,7 @@ class Worker:
         self.name = name or worker_name()
         self.variants = None if variants is None else list(variants)
         self.is_demo = is_demo
-        self.lease_s = lease_s
+        self.lease_s = lease_seconds() if lease_s is None else lease_s
         self.poll_s = poll_s
         self.preview_interval_s = preview_interval_s
         self.save_wait_s = save_wait_s

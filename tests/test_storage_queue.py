@@ -130,3 +130,18 @@ def test_a_worker_can_replace_the_stored_recipe_when_it_ends(db: storage.Databas
         done = storage.end_claimed(s, take_id, "w1", "completed", video=MP4, poster=JPEG,
                                    request=recipe)
     assert done.request == recipe and done.variant == "ti2v-5b" and done.status == "completed"
+
+
+def test_workers_claiming_at_the_same_moment_serve_different_owners(db: storage.Database) -> None:
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite admits one claiming transaction at a time; this is PostgreSQL's case")
+    for owner in ("alice", "bob", "carol"):
+        submit(db, owner, 3)
+    first, second, third = db.session(), db.session(), db.session()
+    try:  # three claims whose transactions are all still open: none sees the others' updates
+        with first.begin(), second.begin(), third.begin():
+            owners = [storage.claim_next(s, f"w{i}").owner for i, s in enumerate((first, second, third))]
+        assert sorted(owners) == ["alice", "bob", "carol"], "one owner per claimer, not alice thrice"
+    finally:
+        for session in (first, second, third):
+            session.close()
