@@ -77,6 +77,11 @@ class LoadedModel:
     _image_pipe: Any = None
     _hooked: Any = field(default=None, repr=False)
 
+    @property
+    def profile_name(self) -> str:
+        """The name of the memory profile this pipeline was loaded with."""
+        return getattr(self.placement, "name", self.placement.offload)
+
     def pipeline_for(self, with_image: bool) -> Any:
         """The diffusers pipeline that serves a text-only or an image-conditioned run."""
         wanted = self.pipe
