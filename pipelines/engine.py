@@ -132,6 +132,7 @@ class Engine:
         image = (load_start_image(request.image_path, request.width, request.height)
                  if request.image_path else None)
         pipe = loaded.pipeline_for(with_image=image is not None)
+        loras = self._apply_loras(loaded, pipe, request)  # a bad file stops here, nothing changed
         pipe.scheduler = _with_shift(pipe.scheduler, request.flow_shift)
         notices = prompt_notices(pipe.tokenizer, request)
         boundary = _boundary(pipe)
@@ -197,9 +198,15 @@ class Engine:
                     first_frame.append(inputs["hidden_states"][:, :, :1].detach().float())
 
             hook = pipe.transformer.register_forward_pre_hook(keep_first_frame, with_kwargs=True)
+        from .speed import speed_levers, steps_per_expert
+
+        experts = loaded.loras.experts()
+        steps = steps_per_expert(pipe.scheduler, request.steps, boundary, len(experts))
         denoise_started = time.monotonic()
         try:
-            with capture_x0(pipe.scheduler) as tap:
+            with speed_levers(pipe, experts, request.speed, loaded.speed, steps, loaded.device,
+                              loaded.profile.offload in ("group", "group-disk"), notices), \
+                    capture_x0(pipe.scheduler) as tap:
                 output = pipe(**kwargs)
         except _Stop as stop:
             pipe.maybe_free_model_hooks()
@@ -219,7 +226,19 @@ class Engine:
             notices=tuple(notices),
             elapsed_s=time.monotonic() - started,
             profile=loaded.profile_name,
+            loras=loras,
+            preset=request.preset,
         )
+
+    def _apply_loras(self, loaded: LoadedModel, pipe: Any, request: GenerationRequest) -> tuple[Any, ...]:
+        """Find, hash and load the take's LoRAs (the preset's first); unload those it does not use."""
+        from .loras import resolve_take_loras
+        from .presets import get_preset
+
+        preset = get_preset(request.preset) if request.preset else None
+        resolved = resolve_take_loras(request.loras, preset, self.manager.lora_dir,
+                                      self.manager.cache_dir / "hub", self.manager.preset_source)
+        return loaded.loras.apply(pipe, resolved)
 
     def _decode(self, pipe: Any, latents: Any, request: GenerationRequest,
                 notices: list[str]) -> np.ndarray:

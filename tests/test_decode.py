@@ -92,6 +92,7 @@ def test_every_rung_failing_keeps_the_latents_and_decode_again_finishes(engine, 
     again = engine.decode_again(GenerationRequest.from_dict(stored), loaded, again_events.append)
     assert np.array_equal(again.frames, reference.frames)
     assert isinstance(again_events[0], DecodingEvent) and isinstance(again_events[-1], DoneEvent)
+    assert again.profile == "cpu"
 
 
 def test_decode_again_refuses_latents_of_another_request(engine):
