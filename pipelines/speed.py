@@ -33,7 +33,13 @@ def cache_config(settings: SpeedSettings, expert_index: int, steps: int, dtype: 
     if settings.cache == "first-block":
         return FirstBlockCacheConfig(threshold=settings.cache_threshold or 0.05)
     if settings.cache == "taylorseer":
-        return TaylorSeerCacheConfig(cache_interval=settings.cache_interval or 5, taylor_factors_dtype=dtype)
+        # diffusers' default warm-up (3 full steps) would leave a 2-step expert uncached, and its
+        # default module patterns ("^blocks.*attn", matched whole) miss Wan's attn1/attn2: lite
+        # mode skips the blocks ("blocks.N") and predicts "proj_out", both names Wan has
+        warmup = max(1, min(3, steps // 3))
+        return TaylorSeerCacheConfig(cache_interval=settings.cache_interval or 5,
+                                     disable_cache_before_step=warmup, taylor_factors_dtype=dtype,
+                                     use_lite_mode=True)
     if settings.cache == "magcache":
         ratios = (settings.mag_ratios_high, settings.mag_ratios_low)[expert_index]
         kwargs: dict[str, Any] = {"threshold": settings.cache_threshold} if settings.cache_threshold else {}
