@@ -232,13 +232,7 @@ class Engine:
 
     def _apply_loras(self, loaded: LoadedModel, pipe: Any, request: GenerationRequest) -> tuple[Any, ...]:
         """Find, hash and load the take's LoRAs (the preset's first); unload those it does not use."""
-        from .loras import resolve_take_loras
-        from .presets import get_preset
-
-        preset = get_preset(request.preset) if request.preset else None
-        resolved = resolve_take_loras(request.loras, preset, self.manager.lora_dir,
-                                      self.manager.cache_dir / "hub", self.manager.preset_source)
-        return loaded.loras.apply(pipe, resolved)
+        return loaded.loras.apply(pipe, self.manager.resolve_loras(request))
 
     def _decode(self, pipe: Any, latents: Any, request: GenerationRequest,
                 notices: list[str]) -> np.ndarray:

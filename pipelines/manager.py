@@ -231,6 +231,18 @@ class ModelManager:
                 loaded.append(self.get(spec.id))
         return loaded
 
+    def resolve_loras(self, request: Any) -> list[Any]:
+        """A request's LoRAs (its preset's first) found and hashed: LoraError names what is missing.
+
+        Cheap (files are hashed once), so callers can check a request before loading a model.
+        """
+        from .loras import resolve_take_loras
+        from .presets import get_preset
+
+        preset = get_preset(request.preset) if request.preset else None
+        return resolve_take_loras(request.loras, preset, self.lora_dir, self.cache_dir / "hub",
+                                  self.preset_source)
+
     def profile_for(self, variant_id: str) -> Profile:
         """The memory profile a variant would be loaded with (it is only checked when loading)."""
         if self._profile is not None:
