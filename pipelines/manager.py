@@ -48,7 +48,7 @@ class LoadedModel:
     """A loaded pipeline, what it was loaded from, and how it is placed (its memory profile)."""
 
     spec: VariantSpec
-    info: FolderInfo
+    info: FolderInfo | None  # None for a pipeline built in memory (ModelManager.adopt)
     source: str
     profile: Profile
     device: str
@@ -242,6 +242,30 @@ class ModelManager:
         preset = get_preset(request.preset) if request.preset else None
         return resolve_take_loras(request.loras, preset, self.lora_dir, self.cache_dir / "hub",
                                   self.preset_source)
+
+    def adopt(self, variant_id: str, pipe: Any, profile: str | Profile, device: str | None = None,
+              source: str = "in-memory") -> LoadedModel:
+        """Serve a pipeline built in memory (benchmarks on random weights) under a profile.
+
+        It is placed as `_load` places loaded weights and kept like a preloaded variant.
+        """
+        from .loras import LoraState
+        from .placement import place_pipeline
+
+        spec = get_variant(variant_id)
+        profile = get_profile(profile) if isinstance(profile, str) else profile
+        device = device or profile.device
+        with self._lock:
+            if spec.id in self._loaded:
+                self._unload(spec.id)
+            notes = place_pipeline(pipe, spec, profile, device, self._offload_root())
+            loaded = LoadedModel(spec=spec, info=None, source=source, profile=profile, device=device,
+                                 pipe=pipe, notes=tuple(notes))
+            loaded.loras = LoraState(loaded)
+            self._loaded[spec.id] = loaded
+            self._pinned.add(spec.id)
+            self._last = spec.id
+            return loaded
 
     def profile_for(self, variant_id: str) -> Profile:
         """The memory profile a variant would be loaded with (it is only checked when loading)."""

@@ -51,7 +51,6 @@ def load_pipeline(folder: Path, spec: VariantSpec, profile: Profile, device: str
 
     pipeline_class = getattr(diffusers, spec.pipeline_class)
     method = fp8_method(profile, device)
-    notes: list[str] = []
     experts = ["transformer", "transformer_2"] if spec.experts == 2 else ["transformer"]
     try:
         vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32)
@@ -64,6 +63,27 @@ def load_pipeline(folder: Path, spec: VariantSpec, profile: Profile, device: str
             pipe = pipeline_class.from_pretrained(folder, vae=vae, dtype=profile.dtype, **kwargs)
     except LOAD_ERRORS as exc:
         raise WeightsError(f"The weights at {folder} could not be loaded: {exc}") from None
+    notes = place_pipeline(pipe, spec, profile, device, offload_dir, quantized=method == "torchao")
+    return pipe, notes
+
+
+def place_pipeline(pipe: Any, spec: VariantSpec, profile: Profile, device: str, offload_dir: Path,
+                   quantized: bool = False) -> list[str]:
+    """Apply a profile to a pipeline already in memory (float8, offload, VAE tiling); returns notes.
+
+    Model offload is left to the caller (the manager hooks whichever pipeline runs). `quantized`
+    says torchao already quantized the experts while loading.
+    """
+    import torch
+
+    method = fp8_method(profile, device)
+    notes: list[str] = []
+    experts = ["transformer", "transformer_2"] if spec.experts == 2 else ["transformer"]
+    if method == "torchao" and not quantized:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
+
+        for name in experts:
+            quantize_(getattr(pipe, name), Float8DynamicActivationFloat8WeightConfig())
     if method == "layerwise":
         for name in experts:
             getattr(pipe, name).enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
@@ -82,7 +102,7 @@ def load_pipeline(folder: Path, spec: VariantSpec, profile: Profile, device: str
     if profile.vae_slicing:
         pipe.vae.enable_slicing()
     pipe.set_progress_bar_config(disable=True)
-    return pipe, notes
+    return notes
 
 
 def _torchao_fp8(experts: list[str]) -> Any:
