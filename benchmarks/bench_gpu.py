@@ -178,16 +178,16 @@ def random_pipeline(variant: str, mode: Mode, seed: int = 0) -> Any:
                            WanPipeline, WanTransformer3DModel)
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from pipelines.memory import _kwargs
+    from pipelines.memory import config_kwargs
     from tiny_models import make_tokenizer
 
     spec, shapes = get_variant(variant), mode.shapes(variant)
     torch.manual_seed(seed)
     with torch.device(mode.device), default_dtype(mode.dtype):
         experts = [WanTransformer3DModel(in_channels=shapes.in_channels, out_channels=shapes.out_channels,
-                                         **_kwargs(shapes.transformer)).eval()
+                                         **config_kwargs(shapes.transformer)).eval()
                    for _ in range(shapes.experts)]
-        encoder = UMT5EncoderModel(UMT5Config(**_kwargs(shapes.text_encoder))).eval()
+        encoder = UMT5EncoderModel(UMT5Config(**config_kwargs(shapes.text_encoder))).eval()
     for expert in experts:  # as from_pretrained: these modules stay float32
         keep = tuple(expert._keep_in_fp32_modules or ())
         for name, param in expert.named_parameters():
@@ -195,7 +195,7 @@ def random_pipeline(variant: str, mode: Mode, seed: int = 0) -> Any:
                 param.data = param.data.float()
     with torch.device(mode.device):  # normalisation statistics of the right length (the configs'
         # defaults are Wan2.1's 16 channels); random weights make their values irrelevant
-        vae = AutoencoderKLWan(**_kwargs(shapes.vae), latents_mean=[0.0] * shapes.z_dim,
+        vae = AutoencoderKLWan(**config_kwargs(shapes.vae), latents_mean=[0.0] * shapes.z_dim,
                                latents_std=[1.0] * shapes.z_dim).eval()
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         flow_shift=spec.flow_shift, num_train_timesteps=1000)

@@ -231,6 +231,12 @@ class ModelManager:
                 loaded.append(self.get(spec.id))
         return loaded
 
+    def available_loras(self) -> list[Any]:
+        """The LoRA files in the studio's LoRA folder (`pipelines.loras.LoraFile`), for a picker."""
+        from .loras import list_loras
+
+        return list_loras(self.lora_dir)
+
     def resolve_loras(self, request: Any) -> list[Any]:
         """A request's LoRAs (its preset's first) found and hashed: LoraError names what is missing.
 

@@ -47,7 +47,7 @@ WAN22_VAE = (("base_dim", 160), ("decoder_base_dim", 256), ("z_dim", 48), ("dim_
 Config = tuple[tuple[str, Any], ...]
 
 
-def _kwargs(config: Config) -> dict[str, Any]:
+def config_kwargs(config: Config) -> dict[str, Any]:
     """Constructor keyword arguments from a hashable config (tuples of flags become lists)."""
     return {k: list(v) if isinstance(v, tuple) and k in ("dim_mult", "temperal_downsample") else v
             for k, v in config}
@@ -213,7 +213,7 @@ def _meta_transformer(config: Config, in_channels: int, out_channels: int, dtype
     from diffusers import WanTransformer3DModel
 
     with torch.device("meta"):
-        model = WanTransformer3DModel(in_channels=in_channels, out_channels=out_channels, **_kwargs(config))
+        model = WanTransformer3DModel(in_channels=in_channels, out_channels=out_channels, **config_kwargs(config))
     _cast_like_from_pretrained(model, getattr(torch, dtype_name))
     return model.eval()
 
@@ -224,7 +224,7 @@ def _meta_text_encoder(config: Config, dtype_name: str) -> Any:
     from transformers import UMT5Config, UMT5EncoderModel
 
     with torch.device("meta"):
-        model = UMT5EncoderModel(UMT5Config(**_kwargs(config)))
+        model = UMT5EncoderModel(UMT5Config(**config_kwargs(config)))
     return model.to(getattr(torch, dtype_name)).eval()
 
 
@@ -234,7 +234,7 @@ def _meta_vae(config: Config) -> Any:
     from diffusers import AutoencoderKLWan
 
     with torch.device("meta"):
-        model = AutoencoderKLWan(**_kwargs(config))
+        model = AutoencoderKLWan(**config_kwargs(config))
     return model.eval()  # float32, as the studio loads it
 
 
@@ -406,6 +406,34 @@ def _traced_decode(config: Config, t: int, h: int, w: int) -> int:
     try:
         with torch.no_grad(), ActivationTracker() as tracker:
             vae.decode(latents, return_dict=False)
+    finally:
+        vae.use_tiling = saved
+    return tracker.peak
+
+
+def vae_encode_peak(shapes: ModelShapes, width: int, height: int, frames: int,
+                    tile: int | None = None) -> int:
+    """Activation bytes of encoding a video of this size (I2V encodes its whole condition video).
+
+    The input video itself is not counted (it exists before the encode); with tiles, one tile
+    is traced over all frames.
+    """
+    if tile is not None and (width > tile or height > tile):
+        width, height = min(width, tile), min(height, tile)
+    return _traced_encode(shapes.vae, frames, height, width)
+
+
+@lru_cache(maxsize=32)
+def _traced_encode(config: Config, frames: int, height: int, width: int) -> int:
+    import torch
+
+    vae = _meta_vae(config)
+    saved = vae.use_tiling
+    vae.use_tiling = False
+    video = torch.empty(1, 3, frames, height, width, device="meta")
+    try:
+        with torch.no_grad(), ActivationTracker() as tracker:
+            vae.encode(video, return_dict=False)
     finally:
         vae.use_tiling = saved
     return tracker.peak

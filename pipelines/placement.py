@@ -37,7 +37,11 @@ def fp8_method(profile: Profile, device: str) -> str | None:
 
     if device.startswith("cuda") and torch.cuda.is_available() and importlib.util.find_spec("torchao"):
         index = torch.device(device).index or 0
-        if torch.cuda.get_device_capability(index) >= (8, 9):  # float8 tensor cores
+        try:
+            capability = torch.cuda.get_device_capability(index)
+        except (RuntimeError, AssertionError):  # ZeroGPU's emulated device outside a GPU call
+            capability = (0, 0)
+        if capability >= (8, 9):  # float8 tensor cores
             return "torchao"
     return "layerwise"
 

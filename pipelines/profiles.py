@@ -84,7 +84,7 @@ class MemoryEstimate:
 
     vram_bytes: int
     ram_bytes: int
-    stages: tuple[tuple[str, int], ...]  # (stage, GPU bytes) e.g. ("denoise", ...)
+    stages: tuple[tuple[str, int], ...]  # (stage, GPU bytes): encode (text, and I2V's image), denoise, decode
 
 
 def estimate(profile: Profile, variant_id: str, width: int | None = None, height: int | None = None,
@@ -106,24 +106,29 @@ def estimate(profile: Profile, variant_id: str, width: int | None = None, height
     decode = memory.vae_decode_peak(shapes, width, height, frames, *tiles)
     work = memory.working_bytes(shapes, width, height, frames)
     cast = w.largest_layer if profile.fp8 else 0  # layerwise casting upcasts one layer at a time
+    condition = 0  # I2V encodes a whole-length video (the image, then black frames) once
+    if spec.image_input == "required":
+        video = 3 * frames * height * width * 4
+        condition = video + memory.vae_encode_peak(shapes, width, height, frames,
+                                                   256 if profile.vae_tiling else None)
 
     if profile.device == "cpu":
         stages = (("encode", 0), ("denoise", 0), ("decode", 0))
-        ram = w.total + max(text, act, decode) + work
+        ram = w.total + max(text, act, decode, condition) + work
         return MemoryEstimate(0, ram + RAM_BASE, stages)
     if profile.offload == "none":
         resident = w.text_encoder + expert * w.experts + w.vae + work
-        stages = (("encode", resident + text), ("denoise", resident + act + cast),
+        stages = (("encode", resident + max(text, condition)), ("denoise", resident + act + cast),
                   ("decode", resident + decode))
         ram = w.total  # from_pretrained reads into host memory before the move to the GPU
     elif profile.offload == "model":
-        stages = (("encode", w.text_encoder + text + work), ("denoise", expert + act + cast + work),
-                  ("decode", w.vae + decode + work))
+        stages = (("encode", max(w.text_encoder + text, w.vae + condition) + work),
+                  ("denoise", expert + act + cast + work), ("decode", w.vae + decode + work))
         ram = w.text_encoder + expert * w.experts + w.vae
         if profile.fp8:
             ram += w.transformer - expert  # one expert is cast to float8 after loading in bf16
     else:  # group offload: two layers in flight (with streams, the next is prefetched); VAE stays
-        stages = (("encode", 2 * w.text_encoder_largest_layer + text + w.vae + work),
+        stages = (("encode", max(2 * w.text_encoder_largest_layer + text, condition) + w.vae + work),
                   ("denoise", 2 * w.largest_layer + w.unmatched + act + w.vae + work),
                   ("decode", w.vae + decode + work))
         if profile.offload == "group-disk":
@@ -178,13 +183,16 @@ def check_profile(profile: Profile, variant_id: str, ram_bytes: int, vram_bytes:
 
 
 def machine_memory(device: str | None = None) -> tuple[int, int]:
-    """(GPU memory of the CUDA device, or 0 without one; host RAM, within any cgroup limit)."""
+    """(GPU memory of the CUDA device, or 0 when there is none or it cannot be read; host RAM)."""
     import torch
 
     vram = 0
     if (device is None or device.startswith("cuda")) and torch.cuda.is_available():
         index = torch.device(device or "cuda").index or 0
-        vram = int(torch.cuda.get_device_properties(index).total_memory)
+        try:
+            vram = int(torch.cuda.get_device_properties(index).total_memory)
+        except (RuntimeError, AssertionError):  # e.g. ZeroGPU's emulated device outside a GPU call
+            vram = 0
     return vram, host_ram()
 
 

@@ -198,6 +198,7 @@ def test_a_preset_loads_its_pair_from_the_preset_source(engine, folder, tmp_path
 
 def test_lora_listing_and_sources(folder, tmp_path, monkeypatch):
     names = [f.name for f in list_loras(folder)]
+    assert names == [f.name for f in ModelManager({}, tmp_path, demo_dir=None, lora_dir=folder).available_loras()]
     assert "pairs/high.safetensors" in names and names == sorted(names, key=str.lower)
     assert list_loras(tmp_path / "none") == []
     assert resolve_lora_source("style", folder, tmp_path)[1] == folder / "style.safetensors"
