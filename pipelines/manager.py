@@ -287,6 +287,10 @@ class ModelManager:
         return choose_profile(vram, ram, variant_id,
                               shapes=ModelShapes.from_folder(folder) if folder else None)
 
+    def device(self) -> str:
+        """The device runs go to ("cuda", "cuda:1", "cpu"), without loading anything."""
+        return self._device_name()
+
     def _device_name(self) -> str:
         if self._device is not None:
             return self._device

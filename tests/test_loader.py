@@ -134,7 +134,7 @@ def test_the_cpu_gets_the_cpu_profile_and_a_named_gpu_profile_is_refused(tiny_we
 
     manager = ModelManager({"t2v-a14b": str(tiny_weights["t2v-a14b"])}, tmp_path, device="cpu",
                            demo_dir=None)
-    assert manager.profile_for("t2v-a14b").name == "cpu"
+    assert manager.profile_for("t2v-a14b").name == "cpu" and manager.device() == "cpu"
     gpu = ModelManager({"t2v-a14b": str(tiny_weights["t2v-a14b"])}, tmp_path, device="cpu",
                        demo_dir=None, profile="48gb")
     with pytest.raises(ProfileError, match="The 48gb profile needs a CUDA GPU"):
