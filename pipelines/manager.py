@@ -186,6 +186,10 @@ class ModelManager:
                                   else source).encode()).hexdigest()[:16]
         return self.cache_dir / "previews" / f"{variant_id}-{key}.safetensors"
 
+    def device(self) -> str:
+        """The device runs go to ("cuda", "cuda:1", "cpu"), without loading anything."""
+        return self._device_name()
+
     def loaded_variant(self) -> str | None:
         """The variant whose pipeline was loaded or served last, if it is still in memory."""
         return self._last if self._last in self._loaded else None
@@ -286,10 +290,6 @@ class ModelManager:
         folder = self._local_folder(variant_id)
         return choose_profile(vram, ram, variant_id,
                               shapes=ModelShapes.from_folder(folder) if folder else None)
-
-    def device(self) -> str:
-        """The device runs go to ("cuda", "cuda:1", "cpu"), without loading anything."""
-        return self._device_name()
 
     def _device_name(self) -> str:
         if self._device is not None:

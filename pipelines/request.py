@@ -31,13 +31,6 @@ MAX_GUIDANCE = 20.0
 MAX_SEED = 2**32 - 1
 MAX_SHIFT = 50.0
 MAX_FPS = 60
-MAX_LORAS = 8
-MAX_LORA_STRENGTH = 4.0
-IMAGE_FITS = ("fit", "crop")  # fit: the image's aspect at the requested area; crop: fill the box
-CACHES = ("none", "first-block", "taylorseer", "magcache")
-# diffusers attention backends the studio offers; all but "native" need CUDA and a kernel package
-ATTENTION_BACKENDS = ("native", "flash", "_flash_3", "sage", "_native_cudnn", "_native_flash",
-                      "_native_efficient", "flex")
 
 
 @dataclass(frozen=True)
@@ -47,6 +40,15 @@ class PreviewSettings:
     enabled: bool = True
     max_side: int = 256  # longest side of preview frames, in pixels
     decode_every: int = 0  # decode a full-quality preview with the real VAE every N steps (0: never)
+
+
+MAX_LORAS = 8
+MAX_LORA_STRENGTH = 4.0
+IMAGE_FITS = ("fit", "crop")  # fit: the image's aspect at the requested area; crop: fill the box
+CACHES = ("none", "first-block", "taylorseer", "magcache")
+# diffusers attention backends the studio offers; all but "native" need CUDA and a kernel package
+ATTENTION_BACKENDS = ("native", "flash", "_flash_3", "sage", "_native_cudnn", "_native_flash",
+                      "_native_efficient", "flex")
 
 
 @dataclass(frozen=True)
