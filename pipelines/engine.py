@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .decode import SETTINGS_HINT
 from .errors import GenerationCancelled, StudioError
 from .events import (CancelledEvent, DecodingEvent, DoneEvent, EventSink, Expert, FailedEvent,
                      GenerationResult, PreviewEvent, StepEvent)
@@ -114,7 +115,7 @@ class Engine:
         except GenerationCancelled:
             raise
         except StudioError as exc:
-            emit(FailedEvent(str(exc)))
+            emit(FailedEvent(str(exc), latents=getattr(exc, "latents", None)))
             raise
         except Exception as exc:  # noqa: BLE001 - every failure must reach the user as a sentence
             message = failure_message(exc, request)
@@ -131,6 +132,7 @@ class Engine:
         image = (load_start_image(request.image_path, request.width, request.height)
                  if request.image_path else None)
         pipe = loaded.pipeline_for(with_image=image is not None)
+        loras = self._apply_loras(loaded, pipe, request)  # a bad file stops here, nothing changed
         pipe.scheduler = _with_shift(pipe.scheduler, request.flow_shift)
         notices = prompt_notices(pipe.tokenizer, request)
         boundary = _boundary(pipe)
@@ -183,7 +185,7 @@ class Engine:
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,
             generator=torch.Generator(device="cpu").manual_seed(request.seed),
-            output_type="np",
+            output_type="latent",  # decoded below, so an out-of-memory decode keeps the latents
             callback_on_step_end=on_step_end,
             max_sequence_length=MAX_SEQUENCE_LENGTH,
         )
@@ -203,9 +205,15 @@ class Engine:
                     first_frame.append(inputs["hidden_states"][:, :, :1].detach().float())
 
             hook = pipe.transformer.register_forward_pre_hook(keep_first_frame, with_kwargs=True)
+        from .speed import speed_levers, steps_per_expert
+
+        experts = loaded.loras.experts()
+        steps = steps_per_expert(pipe.scheduler, request.steps, boundary, len(experts))
         denoise_started = time.monotonic()
         try:
-            with capture_x0(pipe.scheduler) as tap:
+            with speed_levers(pipe, experts, request.speed, loaded.speed, steps, loaded.device,
+                              loaded.profile.offload in ("group", "group-disk"), notices), \
+                    capture_x0(pipe.scheduler) as tap:
                 output = pipe(**kwargs)
         except _Stop as stop:
             pipe.maybe_free_model_hooks()
@@ -217,13 +225,70 @@ class Engine:
         finally:
             if hook is not None:
                 hook.remove()
+        frames = self._decode(pipe, output.frames, request, notices)
         return GenerationResult(
             request=request,
-            frames=to_uint8(output.frames),
+            frames=frames,
             weights_source=loaded.source,
             notices=tuple(notices),
             elapsed_s=time.monotonic() - started,
+            profile=loaded.profile_name,
+            loras=loras,
+            preset=request.preset,
         )
+
+    def _apply_loras(self, loaded: LoadedModel, pipe: Any, request: GenerationRequest) -> tuple[Any, ...]:
+        """Find, hash and load the take's LoRAs (the preset's first); unload those it does not use."""
+        return loaded.loras.apply(pipe, self.manager.resolve_loras(request))
+
+    def _decode(self, pipe: Any, latents: Any, request: GenerationRequest,
+                notices: list[str]) -> np.ndarray:
+        """Decode final latents with the out-of-memory ladder, then let the offload hooks reset."""
+        from .decode import decode_latents
+
+        where = f"{request.width}x{request.height}, {request.frames} frames"
+        try:
+            return to_uint8(decode_latents(pipe, latents, where, notices.append))
+        finally:
+            pipe.maybe_free_model_hooks()
+
+    def decode_again(self, request: GenerationRequest, latents: Any,
+                     on_event: EventSink | None = None) -> GenerationResult:
+        """Decode latents kept from a failed decode (same ladder); events end in Done or Failed."""
+        emit = on_event or (lambda event: None)
+        try:
+            result = self._decode_again(request, latents, emit)
+        except StudioError as exc:
+            emit(FailedEvent(str(exc), latents=getattr(exc, "latents", None)))
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the user as a sentence
+            message = failure_message(exc, request)
+            log.exception("decode again failed: %s", message)
+            emit(FailedEvent(message, latents=latents))
+            raise StudioError(message) from exc
+        emit(DoneEvent(result))
+        return result
+
+    def _decode_again(self, request: GenerationRequest, latents: Any,
+                      emit: EventSink) -> GenerationResult:
+        from .decode import latent_shape
+
+        started = time.monotonic()
+        loaded = self.manager.get(request.variant)
+        spec = loaded.spec
+        expected = latent_shape(spec.vae_z_dim, spec.vae_spatial_stride, request.width,
+                                request.height, request.frames)
+        if tuple(latents.shape) != expected:
+            raise StudioError(f"These latents ({tuple(latents.shape)}) were not made by this request "
+                              f"({expected} expected for {request.width}x{request.height}, "
+                              f"{request.frames} frames); they cannot be decoded with it.")
+        pipe = loaded.pipeline_for(with_image=request.image_path is not None)
+        emit(DecodingEvent(request.steps))
+        notices: list[str] = []
+        frames = self._decode(pipe, latents, request, notices)
+        return GenerationResult(request=request, frames=frames, weights_source=loaded.source,
+                                notices=tuple(notices), elapsed_s=time.monotonic() - started,
+                                profile=loaded.profile_name, preset=request.preset)
 
     def _projection(self, loaded: LoadedModel) -> Any:
         """The latent->RGB preview map for the loaded VAE, fitted once and cached on disk."""
@@ -261,6 +326,6 @@ def failure_message(exc: BaseException, request: GenerationRequest) -> str:
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return (
             f"Out of memory at {request.width}x{request.height}, {request.frames} frames: try a "
-            "smaller size or fewer frames, or start the studio with VAE tiling on."
+            f"smaller size or fewer frames, or {SETTINGS_HINT}."
         )
     return f"Generation failed ({type(exc).__name__}: {exc})."

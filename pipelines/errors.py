@@ -21,3 +21,7 @@ class WeightsError(StudioError):
 
 class GenerationCancelled(StudioError):
     """A run was cancelled before it finished."""
+
+
+class ProfileError(StudioError):
+    """A memory profile is unknown or does not fit this machine's GPU memory or host RAM."""

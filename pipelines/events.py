@@ -68,6 +68,16 @@ class DecodingEvent:
 
 
 @dataclass(frozen=True)
+class LoraRecord:
+    """A LoRA as it was used in a take: its name, content hash and strength on each expert."""
+
+    name: str  # the file name (no folder), or the Hub id and file
+    sha256: str  # of the file's bytes: the same name can hold other weights later
+    high: float  # strength on the high-noise expert (the only expert of TI2V-5B)
+    low: float  # strength on the low-noise expert (0 when not applied)
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     """Frames of a finished run plus everything needed to store it."""
 
@@ -76,6 +86,9 @@ class GenerationResult:
     weights_source: str
     notices: tuple[str, ...]
     elapsed_s: float
+    profile: str = ""  # the memory profile the run used (pipelines.profiles)
+    loras: tuple[LoraRecord, ...] = ()  # every LoRA applied, the preset's included
+    preset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,9 +100,14 @@ class DoneEvent:
 
 @dataclass(frozen=True)
 class FailedEvent:
-    """The run failed; `message` is meant for the user."""
+    """The run failed; `message` is meant for the user.
+
+    When denoising finished but decoding failed, `latents` holds the final latents (a CPU tensor)
+    so that `Engine.decode_again` can finish the take without denoising again.
+    """
 
     message: str
+    latents: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

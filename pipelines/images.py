@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -59,3 +60,30 @@ def load_start_image(path: str | Path, width: int, height: int) -> Image.Image:
         image = Image.alpha_composite(background, image)
     image = image.convert("RGB")
     return ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+
+
+def fit_to_area(image_size: tuple[int, int], size: tuple[int, int], multiple: int,
+                min_side: int, max_side: int) -> tuple[int, int]:
+    """The (width, height) with the image's aspect and about the area of `size`, on the grid.
+
+    As the official Wan2.2 image-to-video code: sides from sqrt(area * aspect), floored to
+    `multiple`. A request that already has the image's aspect is kept as it is; sides are kept
+    within [min_side, max_side] by scaling both, so the aspect survives the limits too.
+    """
+    image_w, image_h = image_size
+    width, height = size
+    if image_w * height == image_h * width:
+        return width, height
+    area, aspect = width * height, image_h / image_w
+    w, h = math.sqrt(area / aspect), math.sqrt(area * aspect)
+    scale = min(1.0, max_side / max(w, h))  # a very long image: shrink both sides
+    w, h = w * scale, h * scale
+    scale = max(1.0, min_side / min(w, h))  # a very thin one: grow both (the long side is capped below)
+    w, h = w * scale, h * scale
+    lowest = math.ceil(min_side / multiple) * multiple
+    highest = max_side // multiple * multiple
+
+    def snap(side: float) -> int:  # the 1e-9 keeps 63.99999 from flooring to 48
+        return min(highest, max(lowest, int(math.floor(side / multiple + 1e-9)) * multiple))
+
+    return snap(w), snap(h)

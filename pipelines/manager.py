@@ -1,10 +1,10 @@
 """The model manager: which weights serve each variant, what is loaded, where, and when it goes.
 
-One pipeline is loaded at a time; asking for another variant lets the first go. On CUDA the
-pipeline runs in bf16 (VAE in float32) with diffusers' model CPU offload, which keeps one
-component on the GPU at a time: the high-noise expert is moved off before the low-noise expert
-arrives, and the text encoder and VAE sit in host memory while idle. On CPU everything stays in
-place in float32.
+One pipeline is loaded at a time (plus any variant preloaded at start-up); asking for another
+variant lets the first go. Where and how a pipeline sits is a memory profile
+(pipelines.profiles): chosen from the GPU's memory and the host's RAM unless one is named
+(`profile=`, or WAN_STUDIO_PROFILE), checked against the machine before anything loads, and
+applied with diffusers' APIs (pipelines.placement). On CPU everything stays in place in float32.
 """
 
 from __future__ import annotations
@@ -13,14 +13,20 @@ import gc
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
-from .errors import WeightsError
+from .errors import ProfileError, WeightsError
 from .loader import FolderInfo, check_variant, inspect_folder, resolve_source
+from .profiles import (PROFILE_ENV, PROFILES, Profile, check_profile, choose_profile, get_profile,
+                       machine_memory)
+from .presets import PRESET_SOURCE_ENV
 from .request import VariantDefaults
+from .speed import SpeedState
 from .variants import VARIANTS, VariantSpec, get_variant
 
 log = logging.getLogger(__name__)
@@ -37,73 +43,70 @@ def default_demo_dir() -> Path | None:
     return Path(setting).expanduser() if setting else DEMO_WEIGHTS_DIR
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where and in which precision a pipeline runs."""
-
-    device: str
-    dtype_name: Literal["float32", "bfloat16"]
-    offload: Literal["none", "model"]
-    vae_tiling: bool = False
-
-    @property
-    def dtype(self) -> Any:
-        """The torch dtype for transformers and text encoder."""
-        import torch
-
-        return getattr(torch, self.dtype_name)
-
-
-def choose_placement(device: str | None = None, vae_tiling: bool = False) -> Placement:
-    """bf16 with model offload on CUDA, float32 in place elsewhere; `device=None` picks CUDA if present."""
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        return Placement(device, "bfloat16", "model", vae_tiling)
-    return Placement(device, "float32", "none", vae_tiling)
-
-
 @dataclass
 class LoadedModel:
-    """A loaded pipeline and what it was loaded from."""
+    """A loaded pipeline, what it was loaded from, and how it is placed (its memory profile)."""
 
     spec: VariantSpec
-    info: FolderInfo
+    info: FolderInfo | None  # None for a pipeline built in memory (ModelManager.adopt)
     source: str
-    placement: Placement
+    profile: Profile
+    device: str
     pipe: Any
+    notes: tuple[str, ...] = ()  # how the profile was applied on this machine (e.g. float8 method)
+    offload_dir: Path | None = None
+    loras: Any = None  # pipelines.loras.LoraState: the adapters loaded into the experts
+    speed: SpeedState = field(default_factory=SpeedState)  # what stays compiled between takes
     _image_pipe: Any = None
     _hooked: Any = field(default=None, repr=False)
+
+    @property
+    def profile_name(self) -> str:
+        """The name of the memory profile this pipeline was loaded with."""
+        return self.profile.name
 
     def pipeline_for(self, with_image: bool) -> Any:
         """The diffusers pipeline that serves a text-only or an image-conditioned run."""
         wanted = self.pipe
         if with_image and self.spec.image_pipeline_class != self.spec.pipeline_class:
             if self._image_pipe is None:
-                from diffusers import WanImageToVideoPipeline
-
-                self._image_pipe = WanImageToVideoPipeline.from_pipe(self.pipe)
+                self._image_pipe = image_pipeline(self.pipe)
             wanted = self._image_pipe
         self._place(wanted)
         return wanted
 
     def _place(self, pipe: Any) -> None:
-        """Apply offload hooks to `pipe` (once), taking them off the sibling pipeline first."""
-        if self.placement.offload != "model" or self._hooked is pipe:
+        """Apply model offload hooks to `pipe` (once), taking them off the sibling pipeline first."""
+        if self.profile.offload != "model" or self._hooked is pipe:
             return
         if self._hooked is not None:
             self._hooked.remove_all_hooks()
-        pipe.enable_model_cpu_offload(device=self.placement.device)
+        pipe.enable_model_cpu_offload(device=self.device)
         self._hooked = pipe
 
     def release(self) -> None:
         """Drop hooks and references so the memory can be reclaimed."""
         for pipe in (self.pipe, self._image_pipe):
-            if pipe is not None and self.placement.offload != "none":
+            if pipe is not None and self.profile.offload == "model":
                 pipe.remove_all_hooks()
-        self.pipe = self._image_pipe = self._hooked = None
+        self.pipe = self._image_pipe = self._hooked = self.loras = None
+        if self.offload_dir is not None:
+            shutil.rmtree(self.offload_dir, ignore_errors=True)
+
+
+def image_pipeline(pipe: Any) -> Any:
+    """A WanImageToVideoPipeline on the same modules as `pipe`, without any cast.
+
+    `WanImageToVideoPipeline.from_pipe(pipe)` without a dtype casts the shared modules to float32,
+    which turned a bf16 TI2V-5B into float32 for every later run; building the pipeline from the
+    components keeps every module exactly as it is.
+    """
+    from diffusers import WanImageToVideoPipeline
+
+    image = WanImageToVideoPipeline(**pipe.components, boundary_ratio=pipe.config.boundary_ratio,
+                                    expand_timesteps=pipe.config.expand_timesteps)
+    image.set_progress_bar_config(disable=True)
+    return image
 
 
 class ModelManager:
@@ -111,7 +114,9 @@ class ModelManager:
 
     def __init__(self, weights: Mapping[str, str] | None, cache_dir: Path,
                  device: str | None = None, vae_tiling: bool = False,
-                 demo_dir: Path | None | Literal["default"] = "default") -> None:
+                 demo_dir: Path | None | Literal["default"] = "default",
+                 profile: str | Profile | None = None, lora_dir: Path | None = None,
+                 preset_source: str | None = None) -> None:
         self._sources: dict[str, str] = {}
         for variant_id, source in (weights or {}).items():
             get_variant(variant_id)
@@ -126,10 +131,18 @@ class ModelManager:
                     self._sources[variant_id] = str(folder)
                     self._demo.add(variant_id)
         self.cache_dir = Path(cache_dir)
+        # LoRAs: <data>/loras beside <data>/cache unless given; preset files: a folder or Hub repo
+        self.lora_dir = Path(lora_dir) if lora_dir is not None else self.cache_dir.parent / "loras"
+        self.preset_source = preset_source or os.environ.get(PRESET_SOURCE_ENV, "").strip() or None
         self._device = device
         self._vae_tiling = vae_tiling
+        if profile is None and os.environ.get(PROFILE_ENV, "").strip():
+            profile = os.environ[PROFILE_ENV].strip()
+        self._profile = get_profile(profile) if isinstance(profile, str) else profile
         self._lock = threading.RLock()
-        self._loaded: LoadedModel | None = None
+        self._loaded: dict[str, LoadedModel] = {}
+        self._pinned: set[str] = set()
+        self._last: str | None = None
         self._infos: dict[str, FolderInfo] = {}
 
     def available(self) -> list[str]:
@@ -181,68 +194,175 @@ class ModelManager:
 
     def device(self) -> str:
         """The device runs go to ("cuda", "cuda:1", "cpu"), without loading anything."""
-        return choose_placement(self._device).device
+        return self._device_name()
 
     def loaded_variant(self) -> str | None:
-        """The variant whose pipeline is in memory now, if any."""
-        return self._loaded.spec.id if self._loaded else None
+        """The variant whose pipeline was loaded or served last, if it is still in memory."""
+        return self._last if self._last in self._loaded else None
+
+    def loaded(self, variant_id: str) -> LoadedModel | None:
+        """The loaded pipeline of a variant, without loading it."""
+        return self._loaded.get(variant_id)
 
     def get(self, variant_id: str) -> LoadedModel:
-        """The loaded pipeline for a variant, loading it (and letting the previous one go) if needed."""
+        """The loaded pipeline for a variant, loading it (and letting others go) if needed.
+
+        Variants preloaded with `preload` stay; any other loaded variant is let go first, so at
+        most one pipeline that was not preloaded is in memory.
+        """
         spec = get_variant(variant_id)
         with self._lock:
-            if self._loaded is not None and self._loaded.spec.id == spec.id:
-                return self._loaded
+            if spec.id in self._loaded:
+                self._last = spec.id
+                return self._loaded[spec.id]
             source = self._sources.get(spec.id)
             if source is None:
                 raise WeightsError(
                     f"No weights are configured for {spec.id}: start the studio with "
                     f"--weights {spec.id}=PATH_OR_HUB_ID (e.g. {spec.hub_repo})."
                 )
-            self.unload()
-            self._loaded = self._load(spec, source)
-            return self._loaded
+            for other in [v for v in self._loaded if v not in self._pinned]:
+                self._unload(other)
+            self._loaded[spec.id] = self._load(spec, source)
+            self._last = spec.id
+            return self._loaded[spec.id]
+
+    def preload(self, variant_ids: Sequence[str]) -> list[LoadedModel]:
+        """Load these variants now and keep them loaded (ZeroGPU: at start-up, outside GPU calls).
+
+        On ZeroGPU, pass `profile="zerogpu"` to the manager: the weights are then placed on `cuda`
+        here, where ZeroGPU emulates the device, so a GPU call only denoises and decodes.
+        """
+        loaded = []
+        with self._lock:
+            for variant_id in variant_ids:
+                spec = get_variant(variant_id)
+                self._pinned.add(spec.id)
+                loaded.append(self.get(spec.id))
+        return loaded
+
+    def available_loras(self) -> list[Any]:
+        """The LoRA files in the studio's LoRA folder (`pipelines.loras.LoraFile`), for a picker."""
+        from .loras import list_loras
+
+        return list_loras(self.lora_dir)
+
+    def resolve_loras(self, request: Any) -> list[Any]:
+        """A request's LoRAs (its preset's first) found and hashed: LoraError names what is missing.
+
+        Cheap (files are hashed once), so callers can check a request before loading a model.
+        """
+        from .loras import resolve_take_loras
+        from .presets import get_preset
+
+        preset = get_preset(request.preset) if request.preset else None
+        return resolve_take_loras(request.loras, preset, self.lora_dir, self.cache_dir / "hub",
+                                  self.preset_source)
+
+    def adopt(self, variant_id: str, pipe: Any, profile: str | Profile, device: str | None = None,
+              source: str = "in-memory") -> LoadedModel:
+        """Serve a pipeline built in memory (benchmarks on random weights) under a profile.
+
+        It is placed as `_load` places loaded weights and kept like a preloaded variant.
+        """
+        from .loras import LoraState
+        from .placement import place_pipeline
+
+        spec = get_variant(variant_id)
+        profile = get_profile(profile) if isinstance(profile, str) else profile
+        device = device or profile.device
+        with self._lock:
+            if spec.id in self._loaded:
+                self._unload(spec.id)
+            notes = place_pipeline(pipe, spec, profile, device, self._offload_root())
+            loaded = LoadedModel(spec=spec, info=None, source=source, profile=profile, device=device,
+                                 pipe=pipe, notes=tuple(notes))
+            loaded.loras = LoraState(loaded)
+            self._loaded[spec.id] = loaded
+            self._pinned.add(spec.id)
+            self._last = spec.id
+            return loaded
+
+    def profile_for(self, variant_id: str) -> Profile:
+        """The memory profile a variant would be loaded with (it is only checked when loading)."""
+        if self._profile is not None:
+            return self._profile
+        device = self._device_name()
+        if device == "cpu":
+            return PROFILES["cpu"]
+        from .memory import ModelShapes
+
+        vram, ram = machine_memory(device)
+        folder = self._local_folder(variant_id)
+        return choose_profile(vram, ram, variant_id,
+                              shapes=ModelShapes.from_folder(folder) if folder else None)
+
+    def _device_name(self) -> str:
+        if self._device is not None:
+            return self._device
+        if self._profile is not None:
+            return self._profile.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def _local_folder(self, variant_id: str) -> Path | None:
+        source = self._sources.get(variant_id)
+        if source and (Path(source).expanduser() / "model_index.json").is_file():
+            return Path(source).expanduser()
+        return None
 
     def unload(self) -> None:
-        """Let the loaded pipeline go and return its memory."""
+        """Let every loaded pipeline go (preloaded ones too) and return the memory."""
         with self._lock:
-            if self._loaded is None:
-                return
-            log.info("unloading %s", self._loaded.spec.id)
-            self._loaded.release()
-            self._loaded = None
-            gc.collect()
-            import torch
+            for variant_id in list(self._loaded):
+                self._unload(variant_id)
+            self._pinned.clear()
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+    def _unload(self, variant_id: str) -> None:
+        loaded = self._loaded.pop(variant_id)
+        log.info("unloading %s", variant_id)
+        loaded.release()
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _load(self, spec: VariantSpec, source: str) -> LoadedModel:
+        from .memory import ModelShapes
+        from .placement import load_pipeline
+
         folder = resolve_source(source, self.cache_dir / "hub")
         info = inspect_folder(folder)
         check_variant(info, spec)
-        placement = choose_placement(self._device, self._vae_tiling)
-        log.info("loading %s from %s on %s (%s)", spec.id, folder, placement.device,
-                 placement.dtype_name)
-        pipe = _from_pretrained(folder, spec, placement)
-        return LoadedModel(spec=spec, info=info, source=source, placement=placement, pipe=pipe)
+        shapes = ModelShapes.from_folder(folder)
+        profile = self._profile
+        device = self._device_name()
+        vram, ram = machine_memory(device)
+        if profile is None:
+            profile = PROFILES["cpu"] if device == "cpu" else choose_profile(vram, ram, spec.id, shapes=shapes)
+        if profile.device == "cuda" and not device.startswith("cuda"):
+            raise ProfileError(f"The {profile.name} profile needs a CUDA GPU; this run is on {device} "
+                               "(use --profile cpu).")
+        if profile.device == "cpu":
+            device = "cpu"
+        check_profile(profile, spec.id, ram, vram if device.startswith("cuda") else None, shapes=shapes)
+        if self._vae_tiling and not profile.vae_tiling:
+            profile = replace(profile, vae_tiling=True)
+        offload_dir = None
+        if profile.offload == "group-disk":
+            offload_dir = Path(tempfile.mkdtemp(prefix=f"{spec.id}-", dir=self._offload_root()))
+        log.info("loading %s from %s with the %s profile on %s", spec.id, folder, profile.name, device)
+        pipe, notes = load_pipeline(folder, spec, profile, device, offload_dir or self.cache_dir)
+        from .loras import LoraState
 
+        loaded = LoadedModel(spec=spec, info=info, source=source, profile=profile, device=device,
+                             pipe=pipe, notes=tuple(notes), offload_dir=offload_dir)
+        loaded.loras = LoraState(loaded)
+        return loaded
 
-def _from_pretrained(folder: Path, spec: VariantSpec, placement: Placement) -> Any:
-    """Load the variant's diffusers pipeline class from a checked folder."""
-    import torch
-    import diffusers
-    from diffusers import AutoencoderKLWan
-
-    pipeline_class = getattr(diffusers, spec.pipeline_class)
-    try:
-        vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32)
-        pipe = pipeline_class.from_pretrained(folder, vae=vae, dtype=placement.dtype)
-    except (OSError, ValueError, RuntimeError, EnvironmentError) as exc:
-        raise WeightsError(f"The weights at {folder} could not be loaded: {exc}") from None
-    if placement.offload == "none":
-        pipe.to(placement.device)
-    if placement.vae_tiling:
-        pipe.vae.enable_tiling()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    def _offload_root(self) -> Path:
+        root = self.cache_dir / "offload"
+        root.mkdir(parents=True, exist_ok=True)
+        return root

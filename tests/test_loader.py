@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.errors import WeightsError
 from pipelines.loader import check_variant, inspect_folder, resolve_source
-from pipelines.manager import ModelManager, choose_placement
+from pipelines.manager import ModelManager
 from pipelines.variants import get_variant
 
 
@@ -129,11 +129,16 @@ def test_manager_refuses_weights_given_for_the_wrong_variant(tiny_weights, tmp_p
         manager.get("t2v-a14b")
 
 
-def test_placement_policy():
-    cpu = choose_placement("cpu")
-    assert (cpu.dtype_name, cpu.offload) == ("float32", "none")
-    gpu = choose_placement("cuda", vae_tiling=True)
-    assert (gpu.dtype_name, gpu.offload, gpu.vae_tiling) == ("bfloat16", "model", True)
+def test_the_cpu_gets_the_cpu_profile_and_a_named_gpu_profile_is_refused(tiny_weights, tmp_path):
+    from pipelines.errors import ProfileError
+
+    manager = ModelManager({"t2v-a14b": str(tiny_weights["t2v-a14b"])}, tmp_path, device="cpu",
+                           demo_dir=None)
+    assert manager.profile_for("t2v-a14b").name == "cpu" and manager.device() == "cpu"
+    gpu = ModelManager({"t2v-a14b": str(tiny_weights["t2v-a14b"])}, tmp_path, device="cpu",
+                       demo_dir=None, profile="48gb")
+    with pytest.raises(ProfileError, match="The 48gb profile needs a CUDA GPU"):
+        gpu.get("t2v-a14b")
 
 
 def test_cpu_load_is_float32_in_place(tiny_weights, tmp_path):
