@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import StudioError
+from .recipe import Recipe, file_sha256, weights_label
 from .events import EXPERT_ROLES, Event, PreviewEvent, StepEvent
 from .presets import PRESET_SOURCE_ENV, PRESETS
 from .profiles import PROFILE_ENV, PROFILES
@@ -19,7 +20,6 @@ from .prompting import VOCABULARY, CinematicControls, compose_prompt
 from .request import ATTENTION_BACKENDS, CACHES, IMAGE_FITS, PreviewSettings, build_request
 from .variants import VARIANTS
 
-STUDIO_VERSION = "0.1.0"
 WEIGHTS_ENV = {v: "WAN_STUDIO_WEIGHTS_" + v.upper().replace("-", "_") for v in VARIANTS}
 
 
@@ -127,13 +127,31 @@ def _ratios(text: str | None, option: str) -> list[float]:
         raise UsageError(f"{option} takes numbers separated by commas, got {text!r}.") from None
 
 
-def _prompt(args: argparse.Namespace) -> str:
-    """The user's text, then the chosen cinematic terms (camera movement first with an image)."""
+def _controls(args: argparse.Namespace) -> CinematicControls:
+    """The cinematic controls given on the command line."""
     try:
-        controls = CinematicControls.from_dict({name: getattr(args, name) for name in CONTROL_OPTIONS})
+        return CinematicControls.from_dict({name: getattr(args, name) for name in CONTROL_OPTIONS})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return compose_prompt(args.prompt or "", controls, image_mode=bool(args.image_path))
+
+
+def _prompt(args: argparse.Namespace) -> str:
+    """The user's text, then the chosen cinematic terms (camera movement first with an image)."""
+    return compose_prompt(args.prompt or "", _controls(args), image_mode=bool(args.image_path))
+
+
+def check_out(out: Path) -> Path:
+    """Refuse, before anything runs, an --out that cannot take the MP4: one line saying why."""
+    if out.suffix.lower() != ".mp4":
+        raise UsageError(f"--out must name an .mp4 file, got {out.name or str(out)!r}.")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; name the .mp4 file to write inside it.")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"--out: the folder {folder} does not exist; create it first.")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"--out: cannot write in {folder}; choose a folder you can write to.")
+    return out
 
 
 class _Progress:
@@ -163,6 +181,7 @@ def run(argv: Sequence[str], data_dir: Path) -> dict[str, Any]:
     from .video import write_mp4, write_poster
 
     args = build_parser().parse_args(argv)
+    check_out(args.out)
     weights = parse_weights(args.weights)
     manager = ModelManager(weights, cache_dir=data_dir / "cache", device=args.device,
                            profile=args.profile, lora_dir=args.lora_dir or data_dir / "loras",
@@ -209,10 +228,13 @@ def run(argv: Sequence[str], data_dir: Path) -> dict[str, Any]:
                               f"command plus --decode-latents {kept}.") from None
         finally:
             progress.close()
-    metadata = {"request": request.to_dict(), "weights_source": result.weights_source,
-                "studio_version": STUDIO_VERSION, "profile": result.profile,
-                "loras": [asdict(r) for r in result.loras], "preset": result.preset}
-    out = write_mp4(result.frames, args.out, request.fps, metadata)
+    # The studio's recipe shape: what made the clip, with no path in it (the start image by hash).
+    recipe = Recipe(request, user_prompt=(args.prompt or "").strip(), controls=_controls(args),
+                    start_image=file_sha256(args.image_path) if args.image_path else None)
+    recipe = recipe.ran_with(weights=weights_label(result.weights_source,
+                                                   manager.is_demo(request.variant)),
+                             profile=result.profile, loras=tuple(asdict(r) for r in result.loras))
+    out = write_mp4(result.frames, args.out, request.fps, recipe.to_dict())
     poster = write_poster(result.frames[0], args.out.with_suffix(".jpg"))
     return {"path": str(out), "poster": str(poster), "variant": request.variant, "seed": request.seed,
             "width": request.width, "height": request.height, "frames": request.frames,

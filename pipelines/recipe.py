@@ -45,6 +45,11 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.request.image_path is not None:  # the path stays with the run, never here
             object.__setattr__(self, "request", replace(self.request, image_path=None))
+        if self.request.loras:  # a LoRA given by path is named by its file name alone
+            named = tuple(replace(lora, source=lora_name(lora.source)) for lora in self.request.loras)
+            object.__setattr__(self, "request", replace(self.request, loras=named))
+        if self.preset is None and self.request.preset:
+            object.__setattr__(self, "preset", self.request.preset)
 
     @property
     def variant(self) -> str:
@@ -101,6 +106,15 @@ def weights_label(source: str, demo: bool = False) -> str:
     path = Path(source).expanduser()
     if path.is_absolute() or source.startswith((".", "~")) or path.exists():
         return f"local folder {path.name}"
+    return source
+
+
+def lora_name(source: str) -> str:
+    """How a recipe names a LoRA: a Hub id or a file name of the LoRA folder as given, a path by
+    its file name (a remix finds it again in the studio's LoRA folder)."""
+    path = Path(source).expanduser()
+    if path.is_absolute() or source.startswith((".", "~")) or "\\" in source or path.exists():
+        return path.name
     return source
 
 

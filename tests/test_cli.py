@@ -43,14 +43,37 @@ def test_generate_writes_mp4_and_prints_one_json_line(clip):
     assert "4/4" in proc.stderr and "low-noise" in proc.stderr  # the progress bar
 
 
-def test_clip_carries_its_recipe(clip, tiny_weights):
+def test_clip_carries_the_studio_s_recipe_with_no_path(clip, tiny_weights):
+    from pipelines.recipe import STUDIO_VERSION, Recipe
     from pipelines.video import read_settings
 
     _, out = clip
     settings = read_settings(out)
-    assert settings["request"]["prompt"] == "a red ball" and settings["request"]["seed"] == 7
-    assert settings["weights_source"] == str(tiny_weights["t2v-a14b"])
-    assert settings["studio_version"]
+    assert settings["format"] == "wan-studio-recipe"  # the shape the studio's takes carry
+    recipe = Recipe.from_dict(settings)
+    assert recipe.request.prompt == "a red ball" and recipe.request.seed == 7
+    assert recipe.user_prompt == "a red ball" and recipe.studio_version == STUDIO_VERSION
+    assert recipe.weights == "local folder t2v-a14b" and recipe.profile == "cpu"
+    assert str(tiny_weights["t2v-a14b"]) not in str(settings), "no server path in the file"
+
+
+@pytest.mark.parametrize(("out", "words"), [
+    ("clip.mov", "must name an .mp4"),
+    ("", "must name an .mp4"),
+    ("FOLDER", "is a folder"),
+    ("missing/clip.mp4", "does not exist"),
+])
+def test_a_bad_out_exits_2_with_one_line_before_generating(tiny_weights, tmp_path, out, words):
+    (tmp_path / "FOLDER.mp4").mkdir()
+    target = str(tmp_path / out) if out not in ("", "FOLDER") else (
+        str(tmp_path / "FOLDER.mp4") if out == "FOLDER" else "")
+    proc = subprocess.run([sys.executable, "app.py", "generate", "--variant", "t2v-a14b",
+                           "--prompt", "a red ball", "--weights",
+                           f"t2v-a14b={tiny_weights['t2v-a14b']}", "--out", target],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_same_seed_same_frames_on_cpu(clip, tiny_weights, tmp_path):
