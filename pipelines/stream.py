@@ -1,7 +1,8 @@
 """The engine as one stream of typed events: `event_stream(engine)(request, cancel)`.
 
 The generator yields StepEvent, PreviewEvent and DecodingEvent as the run goes, and always ends
-with exactly one DoneEvent, FailedEvent or CancelledEvent; it never raises for a failed or
+with exactly one DoneEvent, FailedEvent or CancelledEvent (given `latents` a failed decode kept,
+it decodes them instead of denoising); it never raises for a failed or
 cancelled run. Closing it early cancels the run at its next step. The engine waits at each event
 until the consumer asks for the next one, so it never runs ahead of what has been shown and
 recorded. A plain function of (request, cancel), so ZeroGPU's `spaces.GPU` can wrap it and
@@ -27,8 +28,8 @@ EventStream = Callable[..., Iterator[Event]]
 def event_stream(engine: Any) -> EventStream:
     """A generator function over `engine.generate`'s events (see module docstring)."""
 
-    def events(request: GenerationRequest,
-               cancel: threading.Event | None = None) -> Iterator[Event]:
+    def events(request: GenerationRequest, cancel: threading.Event | None = None,
+               latents: Any = None) -> Iterator[Event]:
         stop = cancel or threading.Event()
         out: "queue.Queue[Any]" = queue.Queue()
         taken = threading.Semaphore(0)  # one release per event the consumer is done with
@@ -42,7 +43,10 @@ def event_stream(engine: Any) -> EventStream:
 
         def work() -> None:
             try:
-                engine.generate(request, emit, stop)
+                if latents is not None:  # a failed decode's latents: decode them, no denoising
+                    engine.decode_again(request, latents, emit)
+                else:
+                    engine.generate(request, emit, stop)
             except BaseException as exc:  # noqa: BLE001 - the final event carries the outcome
                 log.debug("the engine run for %s ended with %s", request.variant, type(exc).__name__)
             finally:

@@ -16,16 +16,19 @@ from typing import BinaryIO, Literal, Union
 
 from .errors import InvalidInputError, MediaPathError, StorageError
 
-MediaKind = Literal["video", "poster", "image"]
+MediaKind = Literal["video", "poster", "image", "latents"]
 # A file to store: its bytes, the path of a file to copy, or an open binary stream.
 Source = Union[bytes, str, "os.PathLike[str]", BinaryIO]
 
 TEMP_PREFIX = ".tmp-"
-_STEMS: dict[str, str] = {"video": "video", "poster": "poster", "image": "input"}
+_STEMS: dict[str, str] = {"video": "video", "poster": "poster", "image": "input",
+                          "latents": "latents"}
 _ACCEPTED: dict[str, tuple[str, ...]] = {
     "video": (".mp4",),
     "poster": (".jpg", ".png", ".webp"),
     "image": (".png", ".jpg", ".webp"),
+    # a failed decode's final latents, kept so the take can be decoded again
+    "latents": (".safetensors",),
 }
 _COPY_CHUNK = 1 << 20
 MAX_IMAGE_PIXELS = 40_000_000  # a start image larger than this is refused, never decoded
@@ -35,7 +38,7 @@ _SAFE_RELATIVE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za
 
 
 def sniff_suffix(head: bytes) -> str | None:
-    """The file suffix its first bytes announce (MP4, PNG, JPEG, WebP), or None."""
+    """The file suffix its first bytes announce (MP4, PNG, JPEG, WebP, safetensors), or None."""
     if head[4:8] == b"ftyp":
         return ".mp4"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -44,6 +47,9 @@ def sniff_suffix(head: bytes) -> str | None:
         return ".jpg"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return ".webp"
+    # safetensors: an 8-byte little-endian header length (under 100 MB), then the JSON header
+    if len(head) > 9 and head[8:10] in (b'{"', b"{ ") and int.from_bytes(head[:8], "little") < 10**8:
+        return ".safetensors"
     return None
 
 

@@ -148,6 +148,8 @@ class Take(Base):
     video_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
     poster_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
     image_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
+    # a failed decode's final latents: the take can be decoded again without denoising again
+    latents_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
     parent_id: Mapped[int | None] = mapped_column(
         Id, ForeignKey("takes.id", ondelete="SET NULL"))
     parent_kind: Mapped[str | None] = mapped_column(String(16))

@@ -14,7 +14,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from . import filehooks
-from .errors import InvalidInputError, LeaseLostError, NotFoundError
+from .errors import InvalidInputError, LeaseLostError, NotFoundError, TransitionError
 from .media import Source
 from .models import Owner, Take, utcnow
 from .records import UNFINISHED, TakeRecord, TakeStatus
@@ -97,8 +97,10 @@ def claim_next(session: Session, worker: str, variants: Sequence[str] | None = N
     owner_query = (select(Owner).where(exists().where(*waiting))
                    .order_by(Owner.last_served_at.asc().nulls_first(), oldest).limit(1))
     shared = session.get_bind().dialect.name == "postgresql"
+    # FOR NO KEY UPDATE: the claim changes no key, so it need not wait for (nor skip past) the
+    # KEY SHARE locks that inserting a project or take of this owner holds on its row.
     if shared:
-        owner_query = owner_query.with_for_update(skip_locked=True, of=Owner)
+        owner_query = owner_query.with_for_update(skip_locked=True, key_share=True, of=Owner)
     owner = session.scalar(owner_query)
     if owner is None:
         return None
@@ -108,7 +110,7 @@ def claim_next(session: Session, worker: str, variants: Sequence[str] | None = N
     if variants is not None:
         take_query = take_query.where(Take.variant.in_(list(variants)))
     if shared:
-        take_query = take_query.with_for_update(skip_locked=True)
+        take_query = take_query.with_for_update(skip_locked=True, key_share=True)
     take = session.scalar(take_query)
     if take is None:
         return None
@@ -138,15 +140,30 @@ def renew_lease(session: Session, take_id: int, worker: str, lease_s: float = LE
 
 def end_claimed(session: Session, take_id: int, worker: str, status: str, error: str | None = None,
                 video: Source | None = None, poster: Source | None = None,
-                request: Mapping[str, Any] | None = None) -> TakeRecord:
-    """End the worker's take as completed (with its files), failed or cancelled, optionally
-    replacing its stored request (the recipe, completed with what the run learned)."""
+                request: Mapping[str, Any] | None = None,
+                latents: Source | None = None) -> TakeRecord:
+    """End the worker's take as completed (with its files), failed (with latents a failed decode
+    kept) or cancelled, optionally replacing its stored request (the recipe, completed with what
+    the run learned)."""
     take = _held(session, take_id, worker)
     if request is not None:
         take.request = check_request(request)
     take.worker, take.lease_expires_at = None, None
     session.flush()
-    return finish_take(session, take.owner, take.id, status, error=error, video=video, poster=poster)
+    return finish_take(session, take.owner, take.id, status, error=error, video=video,
+                       poster=poster, latents=latents)
+
+
+def requeue_decode(session: Session, owner: str, take_id: int) -> TakeRecord:
+    """Queue a failed take that kept its latents again, for a worker to decode them."""
+    take = take_row(session, owner, take_id)
+    if take.status != TakeStatus.FAILED.value or not take.latents_path:
+        raise TransitionError("Only a failed take that kept its latents can be decoded again.")
+    move(take, TakeStatus.PENDING)
+    take.error, take.finished_at, take.started_at, take.attempts = None, None, None, 0
+    take.cancel_requested = False
+    session.flush()
+    return take_record(session, take)
 
 
 def release_expired(session: Session, everyone: bool = False) -> tuple[list[int], list[int]]:
@@ -163,7 +180,7 @@ def release_expired(session: Session, everyone: bool = False) -> tuple[list[int]
     for take in session.scalars(query.order_by(Take.id)).all():
         # A file the dead worker wrote but never committed is never needed: only the input stays.
         media.remove_take_files(take.project_id, take.id,
-                                keep=tuple(p for p in (take.image_path,) if p))
+                                keep=tuple(p for p in (take.image_path, take.latents_path) if p))
         take.worker, take.lease_expires_at, take.cancel_requested = None, None, False
         if take.attempts >= MAX_ATTEMPTS:
             move(take, TakeStatus.INTERRUPTED)

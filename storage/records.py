@@ -35,11 +35,13 @@ TRANSITIONS: dict[TakeStatus, frozenset[TakeStatus]] = {
     TakeStatus.RUNNING: frozenset({TakeStatus.COMPLETED, TakeStatus.FAILED, TakeStatus.CANCELLED,
                                    TakeStatus.INTERRUPTED, TakeStatus.PENDING}),
     TakeStatus.COMPLETED: frozenset(),
-    TakeStatus.FAILED: frozenset(),
+    # failed -> pending: queued again to decode latents it kept (storage.queue.requeue_decode)
+    TakeStatus.FAILED: frozenset({TakeStatus.PENDING}),
     TakeStatus.CANCELLED: frozenset(),
     TakeStatus.INTERRUPTED: frozenset(),
 }
 UNFINISHED: tuple[TakeStatus, ...] = (TakeStatus.PENDING, TakeStatus.RUNNING)
+FINISHED: tuple[TakeStatus, ...] = tuple(s for s in TakeStatus if s not in UNFINISHED)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,12 @@ class TakeRecord:
     cancel_requested: bool = False  # someone asked it to stop; the run stops at its next step
     worker: str | None = None  # the worker running it, while it runs
     attempts: int = 0  # how many times a worker has taken it
+    latents_path: str | None = None  # a failed decode's latents, kept to decode again
+
+    @property
+    def decodable(self) -> bool:
+        """A failed take whose denoised latents were kept: "decode again" can finish it."""
+        return self.status == TakeStatus.FAILED and bool(self.latents_path) and not self.media_missing
 
     @cached_property
     def request(self) -> dict[str, Any]:
@@ -90,8 +98,9 @@ class TakeRecord:
 
     @property
     def finished(self) -> bool:
-        """True once the take can no longer change status."""
-        return not TRANSITIONS[self.status]
+        """True once the take has ended (completed, failed, cancelled or interrupted); only a
+        failed take that kept its latents may be queued again, to decode them."""
+        return self.status in FINISHED
 
 
 @dataclass(frozen=True)

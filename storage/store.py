@@ -40,7 +40,7 @@ class Store:
     def media_of(self, take: TakeRecord, kind: str) -> Path | None:
         """A take's video, poster or start image on disk, or None when it has none or it is gone."""
         relative = {"video": take.video_path, "poster": take.poster_path,
-                    "image": take.image_path}.get(kind)
+                    "image": take.image_path, "latents": take.latents_path}.get(kind)
         if not relative or not self.db.media.exists(relative):
             return None
         return self.db.media.resolve(relative)
@@ -170,11 +170,17 @@ class Store:
 
     def end(self, take_id: int, worker: str, status: str, error: str | None = None,
             video: Source | None = None, poster: Source | None = None,
-            recipe: Mapping[str, Any] | None = None) -> TakeRecord:
-        """End the worker's take: completed with its files, failed or cancelled."""
+            recipe: Mapping[str, Any] | None = None, latents: Source | None = None) -> TakeRecord:
+        """End the worker's take: completed with its files, failed (keeping latents a failed
+        decode left, if given) or cancelled."""
         with self.db.session() as s, s.begin():
             return queue.end_claimed(s, take_id, worker, status, error=error, video=video,
-                                     poster=poster, request=recipe)
+                                     poster=poster, request=recipe, latents=latents)
+
+    def decode_again(self, owner: str, take_id: int) -> TakeRecord:
+        """Queue a failed take that kept its latents, to be decoded by a worker."""
+        with self.db.session() as s, s.begin():
+            return queue.requeue_decode(s, owner, take_id)
 
     def release_expired(self) -> tuple[list[int], list[int]]:
         """Queue again the takes of workers whose lease ran out; (queued again, interrupted)."""

@@ -98,11 +98,13 @@ def finish_take(
     error: str | None = None,
     video: Source | None = None,
     poster: Source | None = None,
+    latents: Source | None = None,
 ) -> TakeRecord:
-    """End a take as completed (with its MP4 and poster), failed or cancelled.
+    """End a take as completed (with its MP4 and poster), failed (with the latents a failed
+    decode kept, if any) or cancelled.
 
     The files are written first and the row second; if the transaction rolls back, the files
-    written here are removed again.
+    written here are removed again. A take completed by decoding kept latents loses them.
     """
     try:
         target = TakeStatus(status)
@@ -114,8 +116,15 @@ def finish_take(
         raise InvalidInputError("A completed take needs its video.")
     if target is not TakeStatus.COMPLETED and (video is not None or poster is not None):
         raise InvalidInputError("Only a completed take keeps a video or poster.")
+    if latents is not None and target is not TakeStatus.FAILED:
+        raise InvalidInputError("Only a failed take keeps latents to decode again.")
     take = take_row(session, owner, take_id)
     move(take, target)
+    if latents is not None:
+        take.latents_path = filehooks.stage(session, take.project_id, take.id, "latents", latents)
+    elif take.latents_path and target is not TakeStatus.FAILED:
+        filehooks.remove_after_commit(session, take.latents_path)  # decoded, or given up on
+        take.latents_path = None
     if video is not None:
         take.video_path = filehooks.stage(session, take.project_id, take.id, "video", video)
     if poster is not None:

@@ -19,7 +19,13 @@ from pipelines.variants import VARIANTS, get_variant
 CONTROL_FIELDS: tuple[str, ...] = tuple(VOCABULARY)
 SETTING_FIELDS: tuple[str, ...] = ("variant", "prompt", "negative_prompt", "image", "width", "height",
                                    "frames", "steps", "seed", "guidance", "guidance_low", "flow_shift")
-FORM_FIELDS: tuple[str, ...] = SETTING_FIELDS + CONTROL_FIELDS
+LORA_SLOTS = 2  # LoRAs a take may carry from the form (each with a strength per expert)
+LORA_FIELDS: tuple[str, ...] = tuple(f"lora_{i}{part}" for i in range(1, LORA_SLOTS + 1)
+                                     for part in ("", "_high", "_low"))
+SPEED_FIELDS: tuple[str, ...] = ("cache", "compile", "attention")
+EXTRA_FIELDS: tuple[str, ...] = ("preset", "image_fit", *LORA_FIELDS, *SPEED_FIELDS)
+FORM_FIELDS: tuple[str, ...] = SETTING_FIELDS + EXTRA_FIELDS + CONTROL_FIELDS
+NONE = ""  # an unpicked dropdown
 
 # build_request's field names -> the form control that shows the message
 ERROR_TARGETS: dict[str, str] = {"image_path": "image", "fps": "frames", "preview.max_side": "steps",
@@ -94,6 +100,10 @@ def request_from_form(form: Mapping[str, Any], defaults: VariantDefaults | None)
     raw = {name: form.get(name) for name in SETTING_FIELDS if name != "image"}
     raw["prompt"] = final_prompt(form)
     raw["image_path"] = form.get("image") or None
+    raw["preset"] = form.get("preset") or None
+    raw["image_fit"] = form.get("image_fit") or None
+    raw["loras"] = loras_from_form(form)
+    raw["speed"] = speed_from_form(form)
     if raw.get("negative_prompt") is None:
         raw["negative_prompt"] = DEFAULT_NEGATIVE_PROMPT
     variant_id = str(form.get("variant") or "")
@@ -105,6 +115,30 @@ def request_from_form(form: Mapping[str, Any], defaults: VariantDefaults | None)
         raise RequestError(str(exc), ERROR_TARGETS.get(exc.field or "", exc.field)) from None
     return FormRequest(validated.request, validated.notices, str(form.get("prompt") or "").strip(),
                        controls)
+
+
+def loras_from_form(form: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The LoRAs the form picked: structured `loras` (the API), else the form's slots."""
+    if form.get("loras"):
+        return list(form["loras"])
+    picked = []
+    for i in range(1, LORA_SLOTS + 1):
+        source = str(form.get(f"lora_{i}") or "").strip()
+        if source:
+            high, low = form.get(f"lora_{i}_high"), form.get(f"lora_{i}_low")
+            picked.append({"source": source, "high": 1.0 if high is None else high,
+                           "low": 1.0 if low is None else low})
+    return picked
+
+
+def speed_from_form(form: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The speed levers the form picked: structured `speed` (the API), else its three controls."""
+    if form.get("speed"):
+        return dict(form["speed"])
+    if not any(form.get(name) for name in SPEED_FIELDS):
+        return None
+    return {"cache": form.get("cache") or "none", "compile": bool(form.get("compile")),
+            "attention": form.get("attention") or "native"}
 
 
 def size_presets(variant_id: str, defaults: VariantDefaults) -> list[str]:
@@ -151,6 +185,14 @@ def form_from_recipe(recipe: Recipe) -> dict[str, Any]:
     controls = recipe.controls.to_dict()
     for name in CONTROL_FIELDS:
         values[name] = controls.get(name)
+    values.update(preset=request.preset or NONE, image_fit=request.image_fit,
+                  cache=request.speed.cache, compile=request.speed.compile,
+                  attention=request.speed.attention)
+    for i in range(1, LORA_SLOTS + 1):
+        lora = request.loras[i - 1] if i <= len(request.loras) else None
+        values[f"lora_{i}"] = lora.source if lora else NONE
+        values[f"lora_{i}_high"] = lora.high if lora else 1.0
+        values[f"lora_{i}_low"] = lora.low if lora else 1.0
     return values
 
 
@@ -159,10 +201,20 @@ def settings_summary(recipe: Recipe) -> list[tuple[str, str]]:
     request = recipe.request
     guidance = f"{request.guidance:g}" + (f" / {request.guidance_low:g}"
                                           if request.guidance_low is not None else "")
+    extras = []
+    if recipe.preset:
+        extras.append(("Preset", recipe.preset))
+    for lora in recipe.loras or [{"name": c.source, "high": c.high, "low": c.low}
+                                  for c in request.loras]:
+        extras.append(("LoRA", f"{lora.get('name')} (high {lora.get('high'):g}, low "
+                               f"{lora.get('low'):g})"))
+    if not request.speed.is_default:
+        extras.append(("Speed", f"cache {request.speed.cache}, attention {request.speed.attention}"
+                                f"{', compiled' if request.speed.compile else ''}"))
     return [("Variant", request.variant), ("Size", f"{request.width}x{request.height}"),
             ("Frames", f"{request.frames} at {request.fps} fps"), ("Steps", str(request.steps)),
             ("Seed", str(request.seed)), ("Guidance (high / low)" if request.guidance_low is not None
                                           else "Guidance", guidance),
             ("Flow shift", f"{request.flow_shift:g}"), ("Prompt", request.prompt),
             *((("Weights", recipe.weights),) if recipe.weights else ()),
-            *((("Memory profile", recipe.profile),) if recipe.profile else ())]
+            *((("Memory profile", recipe.profile),) if recipe.profile else ()), *extras]

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 import gradio as gr
 
 import storage
-from pipelines.errors import RequestError
+from pipelines.errors import RequestError, StudioError
 from pipelines.recipe import Recipe
 from pipelines.request import MAX_SEED, VariantDefaults
 from pipelines.variants import VARIANTS
@@ -69,6 +69,7 @@ class TakeView:
     share_image: bool = False  # that link shows the start image
     has_image: bool = False  # the take began from an image (the share box offers to show it)
     finished: bool = False
+    decodable: bool = False  # its decode failed but its latents were kept: it can be decoded again
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,28 @@ class Handlers:
                 f'What they know</summary><ul>{rows}</ul><p>Pass --weights for the real Wan2.2 '
                 f'models.</p></details>')
 
+    def machine_note(self) -> str:
+        """Which memory profile takes run with here (and so what this machine can hold)."""
+        available = self.manager.available()
+        if not available:
+            return ""
+        profile = self.manager.profile_for(available[0])
+        return message_html(f"Memory profile {profile.name} on {self.manager.device()}: "
+                            f"{profile.summary}.", "info")
+
+    def lora_choices(self) -> list[tuple[str, str]]:
+        """The LoRA picker: the studio's own LoRA files (the operator adds them to loras/)."""
+        return [("—", forms.NONE)] + [(lora.name, lora.name)
+                                      for lora in self.manager.available_loras()]
+
+    @staticmethod
+    def preset_choices(variant_id: str) -> list[tuple[str, str]]:
+        """The step-distill presets made for a variant."""
+        from pipelines.presets import presets_for
+
+        return [("— (the variant's own steps)", forms.NONE)] + [
+            (preset.label, preset.id) for preset in presets_for(variant_id)]
+
     def variant_choices(self) -> list[tuple[str, str]]:
         """Variant dropdown choices; variants without weights say so."""
         available = set(self.manager.available())
@@ -207,17 +230,34 @@ class Handlers:
         defaults = self.defaults(variant_id) if variant_id in VARIANTS else None
         made = forms.request_from_form(form, defaults)
         self.limits.check_work(made.request, self.manager.device())
+        self._check_loras(made.request)
         return made
+
+    def _check_loras(self, request: Any) -> None:
+        """A visitor picks LoRAs among the studio's own files (no path, no Hub download on the
+        server's account); a preset's files come from the operator's preset source."""
+        if not request.loras and not request.preset:
+            return
+        allowed = sorted(lora.name for lora in self.manager.available_loras())
+        for lora in request.loras:
+            if lora.source not in allowed:
+                choices = (f"pick one of: {', '.join(allowed)}" if allowed else
+                           "this studio has none (the operator adds .safetensors files to the "
+                           "data folder's loras/ folder)")
+                raise RequestError(f"There is no LoRA called {lora.source!r} here; {choices}.",
+                                   "loras")
+        self.manager.resolve_loras(request)  # a missing or unreadable file: one sentence now
 
     def check(self, form: Mapping[str, Any]) -> FormCheck:
         """The form's first problem (its sentence, the slot beside its control, the field to
         mark), or an empty check when it is ready to generate."""
         try:
             self.request(form)
-        except RequestError as exc:
-            field_name = exc.field if exc.field in forms.FORM_FIELDS else None
+        except StudioError as exc:
+            field_name = getattr(exc, "field", None)
+            field_name = field_name if field_name in forms.FORM_FIELDS else None
             log.info("form refused: %s", exc)
-            return FormCheck(str(exc), forms.error_slot(exc.field), field_name)
+            return FormCheck(str(exc), forms.error_slot(getattr(exc, "field", None)), field_name)
         return FormCheck()
 
     # -- owner, projects, history ----------------------------------------------------------------
@@ -341,7 +381,7 @@ class Handlers:
         url = share_url(_public_base(base_url), link.token) if link else ""
         return TakeView(take.id, self.views.of(video) if video else None, details_html(take),
                         take.favourite, url, bool(link and link.include_image),
-                        bool(take.image_path), take.finished)
+                        bool(take.image_path), take.finished, take.decodable)
 
     def select_take(self, owner: str, take_ids: list[int], index: int,
                     base_url: str | None = None) -> TakeView:
@@ -432,7 +472,8 @@ class Handlers:
         """Queue a take from the form (it runs whether or not this page stays open)."""
         try:
             made = self.request(form)
-        except RequestError:
+            self.limits.check_zero_gpu(made.request, signed_in=hosting.is_account_key(owner))
+        except StudioError:
             self.scratch.discard(form.get("image"))
             raise
         project = self.store.project_for_write(owner, project_id or None)
@@ -444,6 +485,14 @@ class Handlers:
     def watch(self, take_id: int) -> Iterator[TakeEvent]:
         """The take's events until it ends."""
         return self.jobs.watch(int(take_id))
+
+    def decode_again(self, owner: str, take_id: int | None) -> int:
+        """Queue the selected failed take to decode the latents it kept; its id, to watch."""
+        take = self._take(owner, take_id)
+        if not take.decodable:
+            raise gr.Error("Only a take whose decode failed, and whose latents were kept, can be "
+                           "decoded again.")
+        return self.jobs.decode_again(owner, take.id).id
 
     def cancel(self, owner: str, take_id: int | None) -> str:
         """Stop the selected take: a queued one at once, a running one within a step."""

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from pipelines.request import GenerationRequest
 from pipelines.variants import get_variant
 
-from .owners import account_owner_key
+from .owners import ACCOUNT_PREFIX, account_owner_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,6 +79,11 @@ def owner_key(profile: Any | None, browser_key: str, server_secret: str) -> str:
     if not browser_key:
         raise ValueError("A browser key is needed when nobody is signed in.")
     return browser_key
+
+
+def is_account_key(owner: str) -> bool:
+    """Whether an owner key is a signed-in account's (derived here; clients cannot name one)."""
+    return owner.startswith(ACCOUNT_PREFIX)
 
 
 def signed_in_username(profile: Any | None) -> str | None:

@@ -110,6 +110,13 @@ class Jobs:
             self.bus.publish(take_id, TakeFinished(take, take.error or ""))
         return True
 
+    def decode_again(self, owner: str, take_id: int) -> storage.TakeRecord:
+        """Queue a failed take that kept its latents, for a worker to decode (no denoising)."""
+        take = self.store.decode_again(owner, take_id)
+        if self.worker is not None:
+            self.worker.wake()
+        return take
+
     def positions(self, owner: str) -> dict[int, int]:
         """The owner's queued takes and their places in line."""
         return self.store.queue_positions(owner)

@@ -24,6 +24,9 @@ MAX_DATA_URL_CHARS = 4 * -(-MAX_IMAGE_BYTES // 3) + 64
 MAX_BODY_BYTES = MAX_DATA_URL_CHARS + 2 * MiB
 
 QUEUE_ENV = "WAN_STUDIO_MAX_QUEUED"
+ZERO_GPU_MAX_ENV = "WAN_STUDIO_ZEROGPU_MAX_S"
+ZERO_GPU_MAX_S = 300  # the longest duration ZeroGPU grants one call (for signed-in visitors)
+ZERO_GPU_ANONYMOUS_S = 120  # a visitor who is not signed in gets this much GPU time a day
 WORK_SCALE_ENV = "WAN_STUDIO_WORK_LIMIT"
 DEFAULT_MAX_QUEUED = 3
 # Work a take may be, in width x height x frames x steps. On a GPU: twice the official default
@@ -84,6 +87,30 @@ class Limits:
                 f"{request.frames} frames and {request.steps} steps is {work(request) / 1e6:,.0f} "
                 f"million pixel-steps, and {request.variant} on {kind.upper()} here takes at most "
                 f"{limit / 1e6:,.0f} million; lower the size, frames or steps.", "steps")
+
+    def check_zero_gpu(self, request: GenerationRequest, signed_in: bool,
+                       env: Mapping[str, str] | None = None) -> None:
+        """On ZeroGPU, refuse before queueing a take whose GPU time estimate is over what one
+        call may ask for, or over an anonymous visitor's whole daily quota, saying what to lower.
+        (A signed-in visitor's remaining quota is not readable: ZeroGPU refuses that call itself.)"""
+        from .hosting import estimate_gpu_seconds, on_zero_gpu
+
+        env = os.environ if env is None else env
+        if not on_zero_gpu(env):
+            return
+        try:
+            longest = int(env.get(ZERO_GPU_MAX_ENV, ZERO_GPU_MAX_S))
+        except ValueError:
+            raise ValueError(f"{ZERO_GPU_MAX_ENV} must be a whole number of seconds.") from None
+        needed = estimate_gpu_seconds(request)
+        lower = ("lower the size, frames or steps, or pick a fast preset (4 steps, guidance 1)")
+        if needed > longest:
+            raise RequestError(f"This take needs about {needed} s of GPU, and this Space allows "
+                               f"{longest} s per take: {lower}.", "steps")
+        if not signed_in and needed > ZERO_GPU_ANONYMOUS_S:
+            raise RequestError(f"This take needs about {needed} s of GPU, more than a visitor who is "
+                               f"not signed in gets in a day ({ZERO_GPU_ANONYMOUS_S} s): sign in "
+                               f"with Hugging Face, or {lower}.", "steps")
 
     def queue_full_message(self) -> str:
         """What an owner with too many takes waiting is told."""

@@ -84,7 +84,13 @@ def build_studio(data_dir: Path, weights: Mapping[str, str], *,
         forget_stored_paths(store)
         secrets = load_secrets(data_dir)
         scratch = ScratchSpace(data_dir)
-        manager = manager or ModelManager(weights, cache_dir=data_dir / "cache", device=device)
+        zero_gpu = hosting.on_zero_gpu()
+        # On ZeroGPU the weights go onto `cuda` now, outside any GPU call (ZeroGPU emulates the
+        # device until a call runs), so a paid GPU call only denoises and decodes.
+        manager = manager or ModelManager(weights, cache_dir=data_dir / "cache", device=device,
+                                          profile="zerogpu" if zero_gpu else None)
+        if zero_gpu:
+            manager.preload(manager.available())
         bus = shared_bus(store) if store.db.shared else TakeBus()
         if worker:
             running = Worker(store, hosting.gpu_task(event_stream(Engine(manager))), bus,

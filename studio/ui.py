@@ -83,7 +83,7 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
 
         with gr.Row(elem_id="topbar"):
             gr.HTML('<h1 class="studio-title">Wan Studio <span>Wan2.2 video</span></h1>')
-            gr.HTML(handlers.weights_note(), elem_id="weights-note")
+            gr.HTML(handlers.weights_note() + handlers.machine_note(), elem_id="weights-note")
             sign_in_note = None
             if hosting.sign_in_enabled():  # needs the Space's OAuth app; absent elsewhere
                 sign_in_note = gr.HTML("", elem_id="sign-in-note")
@@ -151,6 +151,37 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                                                             elem_id="guidance-low", min_width=100)
                         widgets["flow_shift"] = gr.Number(start["flow_shift"], label="Flow shift",
                                                           elem_id="flow-shift", min_width=90)
+                    with gr.Accordion("Presets, LoRAs and speed", open=False, elem_id="speed"):
+                        with gr.Row(elem_classes=["number-row"]):
+                            widgets["preset"] = gr.Dropdown(
+                                handlers.preset_choices(variant_id), value=forms.NONE,
+                                label="Step-distill preset (sets steps and guidance)",
+                                elem_id="preset", min_width=200)
+                            widgets["image_fit"] = gr.Radio(
+                                [("Keep its shape", "fit"), ("Crop to fill", "crop")], value="fit",
+                                label="Start image", elem_id="image-fit", min_width=160,
+                                visible=spec.takes_image)
+                        for slot in range(1, forms.LORA_SLOTS + 1):
+                            with gr.Row(elem_classes=["number-row"]):
+                                widgets[f"lora_{slot}"] = gr.Dropdown(
+                                    handlers.lora_choices(), value=forms.NONE, label=f"LoRA {slot}",
+                                    elem_id=f"lora-{slot}", min_width=160)
+                                widgets[f"lora_{slot}_high"] = gr.Number(
+                                    1.0, label="Strength high", elem_id=f"lora-{slot}-high",
+                                    min_width=90, minimum=0, maximum=4)
+                                widgets[f"lora_{slot}_low"] = gr.Number(
+                                    1.0, label="Strength low", elem_id=f"lora-{slot}-low",
+                                    min_width=90, minimum=0, maximum=4)
+                        with gr.Row(elem_classes=["number-row"]):
+                            widgets["cache"] = gr.Dropdown(
+                                [("None", "none"), ("First-block cache", "first-block"),
+                                 ("TaylorSeer", "taylorseer")], value="none", label="Step cache",
+                                elem_id="cache", min_width=140)
+                            widgets["attention"] = gr.Dropdown(
+                                ["native", "flash", "_flash_3", "sage"], value="native",
+                                label="Attention", elem_id="attention", min_width=110)
+                            widgets["compile"] = gr.Checkbox(False, label="Compile blocks",
+                                                             elem_id="compile", min_width=120)
                     with gr.Accordion("Negative prompt (official default)", open=False):
                         widgets["negative_prompt"] = gr.Textbox(DEFAULT_NEGATIVE_PROMPT, lines=2,
                                                                 show_label=False,
@@ -171,6 +202,8 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                                           min_width=90)
                     delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-take",
                                        min_width=70)
+                    decode_again = gr.Button("Decode again", size="sm", elem_id="decode-again",
+                                             min_width=100, visible=False)
                 with gr.Row(visible=False, elem_id="delete-take-confirm") as delete_confirm:
                     gr.HTML('<p class="confirm-text">Delete this take and its files for good?</p>')
                     delete_yes = gr.Button("Delete it", size="sm", variant="stop",
@@ -212,7 +245,8 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
 
         form_widgets = [widgets[name] for name in forms.FORM_FIELDS]
         names = {widget: name for name, widget in widgets.items()}
-        take_out = [selected, video, details, favourite, share_url, share_image, revoke]
+        take_out = [selected, video, details, favourite, share_url, share_image, revoke,
+                    decode_again]
         history_out = [history, history_ids]
         project_out = [project, project_id, last_project]
         form_out = [*form_widgets, lineage, status]
@@ -226,7 +260,8 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                     favourite: "★ Favourite" if view.favourite else "☆ Favourite",
                     share_url: view.share_url,
                     share_image: gr.update(value=view.share_image, visible=view.has_image),
-                    revoke: gr.update(interactive=bool(view.share_url))}
+                    revoke: gr.update(interactive=bool(view.share_url)),
+                    decode_again: gr.update(visible=view.decodable)}
 
         def history_outputs(view: HistoryView) -> dict[Any, Any]:
             return {history: view.items, history_ids: view.take_ids}
@@ -241,6 +276,10 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
             out[widgets["image"]] = gr.update(value=fill.values.get("image"), visible=spec.takes_image)
             out[widgets["guidance_low"]] = gr.update(value=fill.values.get("guidance_low"),
                                                      visible=spec.experts == 2)
+            out[widgets["preset"]] = gr.update(choices=handlers.preset_choices(spec.id),
+                                               value=fill.values.get("preset") or forms.NONE)
+            out[widgets["image_fit"]] = gr.update(value=fill.values.get("image_fit") or "fit",
+                                                  visible=spec.takes_image)
             out[lineage] = fill.lineage
             out[status] = message_html(fill.message)
             return out
@@ -308,7 +347,19 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                     widgets["guidance"]: values["guidance"],
                     widgets["guidance_low"]: gr.update(visible=chosen.experts == 2,
                                                        value=values["guidance_low"]),
-                    widgets["flow_shift"]: values["flow_shift"]}
+                    widgets["flow_shift"]: values["flow_shift"],
+                    widgets["preset"]: gr.update(choices=handlers.preset_choices(variant),
+                                                 value=forms.NONE),
+                    widgets["image_fit"]: gr.update(visible=chosen.takes_image)}
+
+        def on_preset(preset: str) -> dict[Any, Any]:
+            if not preset:
+                return {widgets["steps"]: gr.skip()}
+            from pipelines.presets import preset_form_values
+
+            values = preset_form_values(preset)
+            return {widgets[name]: values[name]
+                    for name in ("steps", "guidance", "guidance_low", "flow_shift")}
 
         def on_compose(values: dict[Any, Any]) -> str:
             return handlers.compose(form_of(values))
@@ -441,6 +492,12 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
             return fill_outputs(fill)
 
         @user_errors
+        def on_decode_again(owner_key: str, take_id: int | None) -> dict[Any, Any]:
+            queued = handlers.decode_again(owner_key, take_id)
+            return {selected: queued, decode_again: gr.update(visible=False),
+                    status: message_html(f"Take #{queued} is queued to decode its kept latents.")}
+
+        @user_errors
         def on_cancel(owner_key: str, take_id: int | None) -> str:
             return handlers.cancel(owner_key, take_id)
 
@@ -493,7 +550,10 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
             on_variant, [widgets["variant"]],
             [widgets["image"], size_preset, widgets["width"], widgets["height"], frames_preset,
              widgets["frames"], widgets["steps"], widgets["guidance"], widgets["guidance_low"],
-             widgets["flow_shift"]], **quick)
+             widgets["flow_shift"], widgets["preset"], widgets["image_fit"]], **quick)
+        widgets["preset"].select(on_preset, widgets["preset"],
+                                 [widgets[n] for n in ("steps", "guidance", "guidance_low",
+                                                       "flow_shift")], **quick)
         gr.on([widgets[n].change for n in ("variant", "prompt", "image", *forms.CONTROL_FIELDS)]
               + [demo.load], on_compose, set(form_widgets), final_prompt, **quick)
         size_preset.select(on_size_preset, [size_preset], [widgets["width"], widgets["height"]],
@@ -515,6 +575,8 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
             concurrency_limit=None, show_progress="hidden", api_name="ui_generate", **private)
         submitted.success(**watch_args)
         cancel.click(on_cancel, [owner, selected], status, api_name="ui_cancel", **quick)
+        decode_again.click(on_decode_again, [owner, selected], [selected, decode_again, status],
+                           **private).success(**watch_args)
 
         project.input(on_switch_project, [owner, project],
                       [project_id, last_project, *history_out, *take_out], **private)

@@ -28,7 +28,7 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -232,12 +232,13 @@ class Worker:
                 return self._end(take, "failed", "This take's start image is missing from the "
                                  "media folder; upload it again and generate a new take.")
             request = replace(request, image_path=str(image))
+        latents = self._kept_latents(take)
         self.bus.publish(take.id, TakeStarted(take.id, request.steps))
         beat = threading.Thread(target=self._heartbeat, args=(job,), name=f"lease-{take.id}",
                                 daemon=True)
         beat.start()
         try:
-            outcome = self._drive(job, request, context)
+            outcome = self._drive(job, request, context, latents)
         finally:
             job.beat_stop.set()
             beat.join(timeout=5)
@@ -249,15 +250,44 @@ class Worker:
         if isinstance(outcome, CancelledEvent):
             return self._end(take, "cancelled", cancelled_message(outcome.steps_done, request.steps),
                              message=CANCELLED)
+        if outcome.latents is not None:  # denoised, but the decode failed: keep the latents
+            return self._end_keeping(take, outcome, request)
         return self._end(take, "failed", outcome.message)
 
-    def _drive(self, job: _Job, request: Any,
-               context: contextvars.Context | None) -> DoneEvent | FailedEvent | CancelledEvent:
+    def _kept_latents(self, take: storage.TakeRecord) -> Any:
+        """The latents a failed decode of this take kept, when it was queued to decode them."""
+        path = self.store.media_of(take, "latents") if take.latents_path else None
+        if path is None:
+            return None
+        from pipelines.decode import load_latents
+
+        return load_latents(path)[0]
+
+    def _end_keeping(self, take: storage.TakeRecord, failed: FailedEvent,
+                     request: Any) -> TakeFinished:
+        """End a take whose decode failed, keeping its latents so "decode again" can finish it."""
+        from pipelines.decode import save_latents
+
+        message = f"{failed.message} Its denoised latents are kept: Decode again to finish it."
+        with tempfile.TemporaryDirectory(prefix="wan-latents-") as tmp:
+            kept = save_latents(Path(tmp) / "latents.safetensors", failed.latents,
+                                request.to_json())
+            try:
+                ended = self.store.end(take.id, self.name, "failed", error=message, latents=kept)
+            except (storage.DatabaseError, OSError) as exc:  # no room for them: end it plainly
+                log.error("take %s: its latents could not be kept: %s", take.id, exc)
+                return self._end(take, "failed", failed.message)
+        return TakeFinished(ended, message)
+
+    def _drive(self, job: _Job, request: Any, context: contextvars.Context | None,
+               latents: Any = None) -> DoneEvent | FailedEvent | CancelledEvent:
         """Run the engine's stream, recording and publishing as it goes; returns how it ended."""
         zero_gpu = hosting.on_zero_gpu()
         # A threading.Event cannot reach ZeroGPU's worker process: there, closing the stream
         # (which `spaces` passes on to the worker) is what stops the run.
-        events = self.stream(request, None if zero_gpu else job.cancel)
+        cancel = None if zero_gpu else job.cancel
+        events = (self.stream(request, cancel, latents=latents) if latents is not None
+                  else self.stream(request, cancel))
         last_preview, last_stage, steps = -1e9, None, 0
         try:
             for event in _in_context(events, context):
@@ -325,7 +355,7 @@ class Worker:
         result = done.result
         recipe = job.recipe.ran_with(
             weights=weights_label(result.weights_source, self.is_demo(result.request.variant)),
-            profile=getattr(result, "profile", None))
+            profile=result.profile, loras=tuple(asdict(lora) for lora in result.loras))
         metadata = recipe.to_dict()
         write_video, write_poster = self._writers()
         with tempfile.TemporaryDirectory(prefix="wan-take-") as tmp:

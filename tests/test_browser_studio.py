@@ -182,7 +182,7 @@ def test_a_reload_keeps_the_take_running_and_returns_to_its_project(browser, ser
     page.fill("#project-name textarea, #project-name input", "Evening shoot")
     page.click("#project-create")
     page.wait_for_function("document.querySelector('#project input').value === 'Evening shoot'")
-    generate(page, "a take that outlives its tab", steps=100, frames=33)
+    generate(page, "a take that outlives its tab", steps=80, frames=17)
     page.wait_for_function("document.querySelector('#history').innerText.includes('running')",
                            timeout=60_000)
     page.reload()
@@ -191,7 +191,7 @@ def test_a_reload_keeps_the_take_running_and_returns_to_its_project(browser, ser
                            timeout=30_000)
     # the page finds the take again (running, then watched to its end; or done meanwhile)
     page.wait_for_function("document.querySelector('#history').innerText.includes(' done ')",
-                           timeout=180_000)
+                           timeout=300_000)
     assert "cancelled" not in page.inner_text("#history")
     page.wait_for_function("document.querySelector('#take-details .take-details')", timeout=30_000)
     assert "a take that outlives its tab" in page.inner_text("#take-details")

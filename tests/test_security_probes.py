@@ -352,7 +352,8 @@ def test_per_owner_queue_and_work_limits_and_an_operator_cancel(served: Served) 
     streams: list[list[dict[str, Any]]] = [[], []]
     threads = []
     for index in range(2):  # max_queued=2: two long takes, the second waits behind the first
-        job = served.client.submit(settings(steps=100, seed=index), owner, api_name="/generate")
+        job = served.client.submit(settings(steps=100, frames=49, seed=index), owner,
+                                   api_name="/generate")
         thread = threading.Thread(target=lambda job=job, out=streams[index]: out.extend(job),
                                   daemon=True)
         thread.start()

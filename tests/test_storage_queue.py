@@ -11,6 +11,7 @@ import pytest
 from storage_support import JPEG, MP4, migrated, open_backend, postgres_template  # noqa: F401
 
 import storage
+import storage.queue
 
 REQUEST = {"variant": "ti2v-5b", "prompt": "a take", "seed": 1, "steps": 4}
 
@@ -145,3 +146,35 @@ def test_workers_claiming_at_the_same_moment_serve_different_owners(db: storage.
     finally:
         for session in (first, second, third):
             session.close()
+
+
+def _safetensors() -> bytes:
+    import json
+    import struct
+
+    header = json.dumps({"latents": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    return struct.pack("<Q", len(header)) + header + b"\0\0\0\0"
+
+
+def test_a_failed_decode_keeps_its_latents_until_decoded_again(db: storage.Database) -> None:
+    take_id = submit(db, "alice")[0]
+    claim(db, "w1")
+    with db.session() as s, s.begin():
+        failed = storage.end_claimed(s, take_id, "w1", "failed", error="Out of memory decoding.",
+                                     latents=_safetensors())
+    assert failed.finished and failed.decodable and failed.latents_path.endswith(".safetensors")
+    kept = db.media.resolve(failed.latents_path)
+    assert kept.read_bytes() == _safetensors()
+    with db.session() as s, s.begin():
+        again = storage.queue.requeue_decode(s, "alice", take_id)
+    assert again.status == "pending" and again.latents_path == failed.latents_path and not again.error
+    claim(db, "w2")
+    with db.session() as s, s.begin():
+        done = storage.end_claimed(s, take_id, "w2", "completed", video=MP4, poster=JPEG)
+    assert done.status == "completed" and done.latents_path is None and not kept.exists()
+    with pytest.raises(storage.TransitionError, match="kept its latents"):
+        with db.session() as s, s.begin():
+            storage.queue.requeue_decode(s, "alice", take_id)
+    with pytest.raises(storage.InvalidInputError, match="Only a failed take keeps latents"):
+        with db.session() as s, s.begin():
+            storage.finish_take(s, "alice", take_id, "cancelled", latents=_safetensors())

@@ -345,3 +345,37 @@ def test_share_revoke_and_remix_from_a_link(studio: Studio, owner: tuple[str, in
         studio.handlers.revoke(new_owner_key(), take_id)
     assert studio.handlers.revoke(key, take_id).share_url == ""
     assert studio.handlers.remix_from_link(token) is None
+
+
+def test_a_failed_decode_keeps_its_latents_and_decode_again_finishes_it(
+        studio: Studio, owner: tuple[str, int]) -> None:
+    import torch
+
+    key, project_id = owner
+    run_all(studio, owner)  # the model is loaded
+    vae = studio.manager.get("t2v-a14b").pipe.vae
+    real = vae.decode
+    calls = {"n": 0}
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 25.40 GiB")
+
+    vae.decode = out_of_memory
+    try:
+        failed = run_all(studio, owner, seed=21)[-1].take
+    finally:
+        vae.decode = real
+    assert calls["n"] == 3, "plain, tiled, smaller tiles: then it gives up"
+    assert failed.status == "failed" and failed.decodable and "Decode again" in failed.error
+    assert studio.store.media_of(failed, "latents") is not None
+    view = studio.handlers.take_view(key, failed.id)
+    assert view.decodable
+    again = studio.handlers.decode_again(key, failed.id)
+    events = list(studio.handlers.watch(again))
+    done = events[-1].take
+    assert done.id == failed.id and done.status == "completed" and not done.decodable
+    assert not [e for e in events if isinstance(e, StepEvent)], "decoded, not denoised again"
+    assert done.latents_path is None and studio.store.media_of(done, "video") is not None
+    with pytest.raises(gr.Error, match="decoded again"):
+        studio.handlers.decode_again(key, done.id)

@@ -157,7 +157,7 @@ def test_a_worker_without_weights_fails_its_take_and_stays(cluster: Cluster, tmp
     for _ in range(2):
         take_id = cluster.submit(owner)
         failed = wait_for(lambda: (t := cluster.store.find_take(take_id)).finished and t, 120,
-                          lambda: broken.log.read_text())
+                          lambda: f"{cluster.store.find_take(take_id)}\n{broken.log.read_text()}")
         assert failed.status == "failed" and "weights" in failed.error.lower()
         assert "Traceback" not in failed.error and broken.alive()
 
