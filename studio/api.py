@@ -34,6 +34,7 @@ from .take_events import PreviewImage, TakeEvent, TakeFinished, TakeQueued, Take
 
 DATA_URL = re.compile(r"data:image/(png|jpeg|webp);base64,([A-Za-z0-9+/=\s]+)")
 MAX_TAKES_PAGE = 100
+API_FIELDS = ("loras", "speed")  # structured where the page has one control per part
 
 
 def take_dict(handlers: Handlers, take: storage.TakeRecord) -> dict[str, Any]:
@@ -110,11 +111,12 @@ def register_api(handlers: Handlers, slot: str, concurrency: int) -> None:
             raise RequestError("settings must be a JSON object of form fields, e.g. "
                                '{"variant": "ti2v-5b", "prompt": "..."}.', "settings")
         project_id = _whole(project_id, "project_id", 0, MAX_ID)
-        unknown = sorted(str(k) for k in set(settings) - set(forms.FORM_FIELDS))
+        known = (*forms.FORM_FIELDS, *API_FIELDS)
+        unknown = sorted(str(k) for k in set(settings) - set(known))
         if unknown:
             raise RequestError(f"Unknown settings: {', '.join(unknown)[:200]}; known: "
-                               f"{', '.join(forms.FORM_FIELDS)}.", unknown[0])
-        form = {name: settings.get(name) for name in forms.FORM_FIELDS}
+                               f"{', '.join(known)}.", unknown[0])
+        form = {name: settings.get(name) for name in known}
         form["image"] = image_from_data_url(handlers, settings.get("image"))
         if project_id and handlers.store.get_project(owner, project_id) is None:
             handlers.scratch.discard(form["image"])

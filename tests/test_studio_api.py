@@ -155,3 +155,13 @@ def test_other_owners_see_nothing(served) -> None:
     assert client.predict(new_owner_key(), 0, api_name="/takes") == []
     with pytest.raises(Exception, match="16-128"):
         client.predict("x", 0, api_name="/takes")
+
+
+def test_loras_must_be_the_studio_s_own_files(served) -> None:
+    _, client, _ = served
+    for source in ("/etc/passwd", "someone/some-repo", "../../weights.safetensors"):
+        with pytest.raises(Exception, match="There is no LoRA called"):
+            client.predict(settings(loras=[{"source": source, "high": 1, "low": 0}]),
+                           new_owner_key(), api_name="/generate")
+    with pytest.raises(Exception, match="speed.cache must be one of"):
+        client.predict(settings(speed={"cache": "warp"}), new_owner_key(), api_name="/generate")
