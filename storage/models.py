@@ -121,13 +121,14 @@ class Take(Base):
         ForeignKeyConstraint(["project_id", "owner"], ["projects.id", "projects.owner"],
                              ondelete="CASCADE", onupdate="CASCADE"),
         CheckConstraint(f"status IN {STATUSES!r}", name="status"),
-        CheckConstraint("parent_kind IS NULL OR parent_kind IN ('remix', 'continue')",
+        CheckConstraint("parent_kind IS NULL OR parent_kind IN ('remix', 'continue', 'extend')",
                         name="parent_kind"),
         CheckConstraint("step >= 0", name="step"),
         Index("ix_takes_project_id_id", "project_id", "id"),
         Index("ix_takes_project_id_favourite_id", "project_id", "favourite", "id"),
         Index("ix_takes_status", "status"),
         Index("ix_takes_parent_id", "parent_id"),
+        Index("ix_takes_batch_id", "batch_id"),
         {"sqlite_autoincrement": True},
     )
 
@@ -150,6 +151,8 @@ class Take(Base):
     image_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
     # a failed decode's final latents: the take can be decoded again without denoising again
     latents_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
+    # variations of one recipe queued together share the id of the batch's first take
+    batch_id: Mapped[int | None] = mapped_column(Id)
     parent_id: Mapped[int | None] = mapped_column(
         Id, ForeignKey("takes.id", ondelete="SET NULL"))
     parent_kind: Mapped[str | None] = mapped_column(String(16))

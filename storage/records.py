@@ -24,8 +24,8 @@ class TakeStatus(str, Enum):
         return self.value
 
 
-ParentKind = Literal["remix", "continue"]
-PARENT_KINDS: tuple[str, ...] = ("remix", "continue")
+ParentKind = Literal["remix", "continue", "extend"]
+PARENT_KINDS: tuple[str, ...] = ("remix", "continue", "extend")
 
 # Which status each status may move to; the terminal ones move nowhere.
 TRANSITIONS: dict[TakeStatus, frozenset[TakeStatus]] = {
@@ -85,6 +85,7 @@ class TakeRecord:
     worker: str | None = None  # the worker running it, while it runs
     attempts: int = 0  # how many times a worker has taken it
     latents_path: str | None = None  # a failed decode's latents, kept to decode again
+    batch_id: int | None = None  # variations queued together share their first take's id
 
     @property
     def decodable(self) -> bool:

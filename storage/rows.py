@@ -90,7 +90,7 @@ def record(values: Mapping[str, Any], media: MediaStore, memo: dict[str, int | N
         parent_id=values["parent_id"], parent_kind=values["parent_kind"],
         favourite=bool(values["favourite"]), cancel_requested=bool(values["cancel_requested"]),
         worker=values["worker"], attempts=int(values["attempts"] or 0),
-        latents_path=paths[3],
+        latents_path=paths[3], batch_id=values["batch_id"],
         media_missing=any(p is not None and not media.exists(p, memo) for p in paths),
     )
 

@@ -40,26 +40,37 @@ def add_take(
     parent_id: int | None = None,
     parent_kind: str | None = None,
     image: Source | None = None,
+    batch_id: int | None = None,
+    starts_batch: bool = False,
 ) -> TakeRecord:
-    """A pending take holding the full request; `image` (PNG/JPEG/WebP) is copied into its folder."""
+    """A pending take holding the full request; `image` (PNG/JPEG/WebP) is copied into its folder.
+
+    Variations: the first take of a batch `starts_batch` (its own id becomes the batch's), the
+    others name it as `batch_id`.
+    """
     clean = check_request(request)
     project = project_row(session, owner, project_id)
     if (parent_id is None) != (parent_kind is None):
-        raise InvalidInputError("A parent take and its kind (remix or continue) go together.")
+        raise InvalidInputError("A parent take and its kind (remix, continue or extend) go together.")
     if parent_kind is not None and parent_kind not in PARENT_KINDS:
-        raise InvalidInputError(f"The parent kind must be remix or continue, not {parent_kind!r}.")
+        raise InvalidInputError(f"The parent kind must be remix, continue or extend, not {parent_kind!r}.")
     if parent_id is not None:
         take_row(session, owner, parent_id, what="parent take")
+    if batch_id is not None and take_row(session, owner, batch_id, what="batch").batch_id != batch_id:
+        raise InvalidInputError("A variation must belong to a batch of the same owner.")
     now = utcnow()
     core = request_core(clean)
     take = Take(
         project_id=project.id, owner=project.owner, request=clean, variant=core["variant"],
         seed=core.get("seed"), prompt=core.get("prompt", ""), status=TakeStatus.PENDING.value,
         step=0, queued_at=now, parent_id=parent_id, parent_kind=parent_kind, favourite=False,
+        batch_id=batch_id,
     )
     session.add(take)
     project.updated_at = now
     session.flush()
+    if starts_batch:
+        take.batch_id = take.id
     if image is not None:
         take.image_path = filehooks.stage(session, project.id, take.id, "image", image)
         session.flush()

@@ -434,7 +434,7 @@ def test_lineage_runs_from_the_first_take_to_this_one(db: storage.Database, proj
 @pytest.mark.parametrize("parent_kind, with_parent, message", [
     ("remix", False, "go together"),
     (None, True, "go together"),
-    ("sequel", True, "remix or continue"),
+    ("sequel", True, "remix, continue or extend"),
 ])
 def test_bad_parent_links_are_refused(db: storage.Database, project: storage.ProjectRecord,
                                       parent_kind: str | None, with_parent: bool, message: str) -> None:
