@@ -8,7 +8,8 @@
    the store allows several processes, though the studio itself runs one worker with SQLite) and
    PostgreSQL (a fresh database beside the one given, created and dropped here; CREATEDB needed)
    in the same run; PostgreSQL is skipped, saying why, when no URL is given.
-2. Claim latency under that load: p50 and p95 of each successful `store.claim` call's own time.
+2. Claim latency under that load: p50 and p95 of each successful `store.claim` call's own time
+   (and the p50 of `store.end`, which writes and fsyncs the two files before its row).
 3. Preview delivery: a worker publishes a `studio.take_events.PreviewImage` (a real animated WebP,
    9 frames at 256x144) every 50 ms; time until a watcher (`bus.watch(take).get()`) has it.
    Baseline: `studio.bus.TakeBus` in one process (publisher and watcher threads). Across
@@ -135,6 +136,7 @@ def claim_loop(data: str, url: str | None, name: str, ready: Any, go: Any, out: 
     store = storage.Store(database)
     poster = jpeg()
     latencies: list[float] = []
+    ends: list[float] = []
     ended: list[float] = []
     ready.wait()
     go.wait()
@@ -146,11 +148,13 @@ def claim_loop(data: str, url: str | None, name: str, ready: Any, go: Any, out: 
         if take is None:
             latencies.pop()  # the empty claim that ends the loop is not a claim under load
             break
+        start = now()
         store.end(take.id, name, "completed", video=MP4, poster=poster)
         ended.append(now())
+        ends.append(ended[-1] - start)
     database.close()
     out.put({"name": name, "first": first, "last": ended[-1] if ended else first,
-             "latencies": latencies, "done": len(ended)})
+             "latencies": latencies, "ends": ends, "done": len(ended)})
 
 
 def submit_takes(store: storage.Store, count: int) -> float:
@@ -190,8 +194,9 @@ def measure_claims(backend: Backend, workers: int, takes: int) -> dict[str, Any]
                            f"{unfinished} left unfinished")
     wall = max(r["last"] for r in reports) - min(r["first"] for r in reports)
     latencies = [x for r in reports for x in r["latencies"]]
+    ends = [x for r in reports for x in r["ends"]]
     return {"backend": backend.name, "workers": workers, "jobs_s": takes / wall, "wall_s": wall,
-            "latencies": latencies, "submit_ms": submit_s * 1000,
+            "latencies": latencies, "ends": ends, "submit_ms": submit_s * 1000,
             "per_worker": sorted(r["done"] for r in reports)}
 
 
@@ -318,12 +323,14 @@ def print_claims(rows: list[dict[str, Any]], takes: int, rounds: int) -> None:
     print(f"\nClaim + complete, {takes} tiny takes from {OWNERS} owners, worker processes "
           f"(completed with a 2 KB MP4-signed file and a JPEG poster); {rounds} rounds")
     print(f"{'backend':<12}{'workers':>8}{'jobs/s':>9}{'range':>14}{'vs 1 worker':>13}"
-          f"{'vs SQLite 1':>13}{'claim p50 ms':>14}{'claim p95 ms':>14}  takes per worker (last round)")
+          f"{'vs SQLite 1':>13}{'claim p50 ms':>14}{'claim p95 ms':>14}{'end p50 ms':>12}"
+          "  takes per worker (last round)")
     table: dict[tuple[str, int], dict[str, Any]] = {}
     for row in rows:
-        entry = table.setdefault((row["backend"], row["workers"]), {"jobs": [], "lat": []})
+        entry = table.setdefault((row["backend"], row["workers"]), {"jobs": [], "lat": [], "end": []})
         entry["jobs"].append(row["jobs_s"])
         entry["lat"].extend(row["latencies"])
+        entry["end"].extend(row["ends"])
         entry["split"] = row["per_worker"]
     medians = {key: statistics.median(entry["jobs"]) for key, entry in table.items()}
     base = medians.get(("sqlite", 1))
@@ -334,7 +341,8 @@ def print_claims(rows: list[dict[str, Any]], takes: int, rounds: int) -> None:
               f"{jobs / one if one else float('nan'):>13.2f}"
               f"{jobs / base if base else float('nan'):>13.2f}"
               f"{percentile(entry['lat'], 50) * 1000:>14.2f}"
-              f"{percentile(entry['lat'], 95) * 1000:>14.2f}  "
+              f"{percentile(entry['lat'], 95) * 1000:>14.2f}"
+              f"{percentile(entry['end'], 50) * 1000:>12.2f}  "
               f"{'/'.join(str(n) for n in entry['split'])}")
     for name in dict.fromkeys(r["backend"] for r in rows):
         submit = [r["submit_ms"] for r in rows if r["backend"] == name]
