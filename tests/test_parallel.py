@@ -24,7 +24,7 @@ from storage_support import migrated, postgres_database, postgres_template  # no
 
 import parallel_support
 import storage
-from pipelines.events import CancelledEvent, DoneEvent, FailedEvent, PreviewEvent, StepEvent
+from pipelines.events import CancelledEvent, FailedEvent, PreviewEvent, StepEvent
 from pipelines.parallel import (ParallelError, engine_preflight, lead_stream, start_group,
                                 take_problem, video_tokens)
 from pipelines.recipe import Recipe
