@@ -85,6 +85,10 @@ def worker(argv: Sequence[str]) -> int:
     _database_options(parser)
     parser.add_argument("--variants", default=None, metavar="ID,ID",
                         help="only these variants (default: every variant this worker has weights for)")
+    parser.add_argument("--parallel", type=int, default=None, metavar="N",
+                        help="run each take across N GPUs at once (diffusers context parallelism, "
+                             "one variant): start with `torchrun --nproc-per-node N app.py worker "
+                             "--parallel N ...`; --device cpu tries it on gloo without GPUs")
     args = parser.parse_args(argv)
     try:
         weights = parse_weights(args.weights)
@@ -92,12 +96,14 @@ def worker(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     import storage
+    from pipelines.errors import StudioError
     from studio.worker_process import run_worker
 
     try:
         return run_worker(_data_dir(args.data_dir), weights, args.database_url, device=args.device,
-                          variants=args.variants.split(",") if args.variants else None)
-    except (storage.StorageError, ValueError) as exc:
+                          variants=args.variants.split(",") if args.variants else None,
+                          parallel=args.parallel)
+    except (storage.StorageError, StudioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
