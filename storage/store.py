@@ -108,6 +108,47 @@ class Store:
             return takes.add_take(s, owner, project_id, recipe, parent_id=parent_id,
                                   parent_kind=parent_kind, image=image)
 
+    def submit_batch(self, owner: str, project_id: int, recipes: Sequence[Mapping[str, Any]],
+                     image: Source | None = None,
+                     max_unfinished: int | None = None) -> list[TakeRecord]:
+        """Queue variations of one recipe as one batch (all or none); QueueFullError when they
+        would take the owner over `max_unfinished` takes queued or running."""
+        if not 2 <= len(recipes) <= 8:
+            raise StorageError("A batch of variations holds 2 to 8 takes.")
+        with self.db.session() as s, s.begin():
+            if max_unfinished is not None:
+                waiting = queue.count_unfinished(s, owner)
+                if waiting + len(recipes) > max_unfinished:
+                    raise QueueFullError(
+                        f"{len(recipes)} more takes would make {waiting + len(recipes)} queued or "
+                        f"running, and this studio allows {max_unfinished}; ask for fewer "
+                        "variations or wait for some to finish.")
+            first = takes.add_take(s, owner, project_id, recipes[0], image=image, starts_batch=True)
+            made = [first]
+            for recipe in recipes[1:]:
+                made.append(takes.add_take(s, owner, project_id, recipe, image=image,
+                                           batch_id=first.id))
+            return made
+
+    def batch(self, owner: str, batch_id: int) -> list[TakeRecord]:
+        """The takes of a batch of variations, oldest first."""
+        with self.db.read_session() as s, s.begin():
+            return takes.batch_takes(s, owner, batch_id)
+
+    def export_project(self, owner: str, project_id: int, zip_path: Path) -> Path:
+        """Write the owner's project, takes and media to one zip."""
+        from .transfer import export_project
+
+        with self.db.read_session() as s, s.begin():
+            return export_project(s, owner, project_id, zip_path)
+
+    def import_project(self, owner: str, zip_path: Path) -> ProjectRecord:
+        """A new project of the owner's from an export zip (a bad zip changes nothing)."""
+        from .transfer import import_project
+
+        with self.db.session() as s, s.begin():
+            return import_project(s, owner, zip_path)
+
     def get_take(self, owner: str, take_id: int) -> TakeRecord | None:
         """The owner's take, or None."""
         with self.db.read_session() as s, s.begin():

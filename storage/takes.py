@@ -203,6 +203,15 @@ def list_takes(
     return [row_record(row, media, memo) for row in rows]
 
 
+def batch_takes(session: Session, owner: str, batch_id: int) -> list[TakeRecord]:
+    """The owner's takes of one batch of variations, oldest first (empty for none)."""
+    owner, batch_id = check_owner(owner), check_id(batch_id, "batch")
+    rows = session.execute(TAKE_ROW.where(TAKES.c.batch_id == batch_id, TAKES.c.owner == owner)
+                           .order_by(TAKES.c.id)).all()
+    media, memo = filehooks.media_of(session), {}
+    return [row_record(row, media, memo) for row in rows]
+
+
 def lineage(session: Session, owner: str, take_id: int) -> list[TakeRecord]:
     """The take's ancestors through remix/continue links, the oldest first and the take last."""
     owner, take_id = check_owner(owner), check_id(take_id, "take")

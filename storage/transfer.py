@@ -20,7 +20,7 @@ from .records import PARENT_KINDS, UNFINISHED, ProjectRecord, TakeStatus
 from .projects import get_project, unique_name
 from .rows import ensure_owner, project_row
 from .takes import INTERRUPTED_MESSAGE
-from .validation import check_name, check_owner, check_request, clip_error
+from .validation import check_name, check_owner, check_request, clip_error, request_core
 
 FORMAT = "wan-studio-project"
 VERSION = 1
@@ -162,9 +162,10 @@ def _take_from_entry(entry: dict[str, Any], project: Project, new_ids: dict[int,
     parent_id = new_ids.get(parent) if isinstance(parent, int) else None
     if parent_id is None or parent_kind not in PARENT_KINDS:
         parent_id, parent_kind = None, None
+    core = request_core(request)  # a recipe keeps the settings under "request"
     return Take(
-        project_id=project.id, owner=project.owner, request=request, variant=request["variant"],
-        seed=request.get("seed"), prompt=request.get("prompt", ""), status=status,
+        project_id=project.id, owner=project.owner, request=request, variant=core["variant"],
+        seed=core.get("seed"), prompt=core.get("prompt", ""), status=status,
         error=None if error is None else clip_error(error), step=step, total_steps=total,
         queued_at=_time(entry.get("queued_at"), f"take {key} queued_at") or utcnow(),
         started_at=_time(entry.get("started_at"), f"take {key} started_at"),

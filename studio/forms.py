@@ -6,6 +6,7 @@ The UI passes its form widgets in `FORM_FIELDS` order; handlers zip them into a 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -100,6 +101,8 @@ def request_from_form(form: Mapping[str, Any], defaults: VariantDefaults | None)
     raw = {name: form.get(name) for name in SETTING_FIELDS if name != "image"}
     raw["prompt"] = final_prompt(form)
     raw["image_path"] = form.get("image") or None
+    if raw["image_path"]:
+        _check_image_size(raw["image_path"])
     raw["preset"] = form.get("preset") or None
     raw["image_fit"] = form.get("image_fit") or None
     raw["loras"] = loras_from_form(form)
@@ -115,6 +118,19 @@ def request_from_form(form: Mapping[str, Any], defaults: VariantDefaults | None)
         raise RequestError(str(exc), ERROR_TARGETS.get(exc.field or "", exc.field)) from None
     return FormRequest(validated.request, validated.notices, str(form.get("prompt") or "").strip(),
                        controls)
+
+
+def _check_image_size(path: str) -> None:
+    """A start image over the size limit is refused before it is decoded."""
+    from .limits import MAX_IMAGE_BYTES
+
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return  # missing: build_request says so
+    if size > MAX_IMAGE_BYTES:
+        raise RequestError(f"The start image is {size / 2**20:.0f} MiB; use one of at most "
+                           f"{MAX_IMAGE_BYTES // 2**20} MiB.", "image")
 
 
 def loras_from_form(form: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import gradio as gr
@@ -357,6 +358,24 @@ class Handlers:
         project = self.store.default_project(owner)
         chosen = project.id if project else None
         return self.projects(owner, chosen), chosen
+
+    def export_project(self, owner: str, project_id: int | None) -> str:
+        """The current project, its takes and their files, as one zip to download."""
+        if not project_id:
+            raise gr.Error("This project has nothing in it yet, so there is nothing to export.")
+        project = self.store.get_project(owner, int(project_id))
+        if project is None:
+            raise gr.Error("That project no longer exists.")
+        slug = "".join(ch if ch.isalnum() else "-" for ch in project.name.lower()).strip("-")[:40]
+        target = self.scratch.new_named(f"wan-studio-{slug or 'project'}.zip")
+        return str(self.store.export_project(owner, project.id, target))
+
+    def import_project(self, owner: str, upload: str | None) -> tuple[ProjectList, int]:
+        """A project from an export zip, added to this person's projects and shown."""
+        if not upload:
+            raise gr.Error("Choose a Wan Studio project export (.zip) to import.")
+        project = self.store.import_project(owner, Path(upload))
+        return self.projects(owner, project.id), project.id
 
     # -- one take --------------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ MAX_IMAGE_BYTES = 20 * MiB  # an uploaded or data-URL start image, decoded
 # base64 grows bytes by 4/3; the rest of a /generate body is a few KiB of settings
 MAX_DATA_URL_CHARS = 4 * -(-MAX_IMAGE_BYTES // 3) + 64
 MAX_BODY_BYTES = MAX_DATA_URL_CHARS + 2 * MiB
+MAX_IMPORT_BYTES = 512 * MiB  # a project export uploaded to import (Gradio's file route)
+UPLOAD_PATH = "/gradio_api/upload"  # where Gradio receives files; other bodies are JSON
 
 QUEUE_ENV = "WAN_STUDIO_MAX_QUEUED"
 ZERO_GPU_MAX_ENV = "WAN_STUDIO_ZEROGPU_MAX_S"
@@ -124,20 +126,25 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class BodyLimit:
-    """ASGI middleware: HTTP request bodies over `max_bytes` get 413 and a sentence, unread."""
+    """ASGI middleware: HTTP request bodies over the cap get 413 and a sentence, unread. File
+    uploads (a project export to import) may be larger than the JSON of any other request."""
 
-    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES,
+                 max_upload_bytes: int = MAX_IMPORT_BYTES) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.json_bytes = max_bytes
+        self.upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = str(scope.get("path", "")).endswith(UPLOAD_PATH)
+        limit = self.upload_bytes if upload else self.json_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
-            if not declared.isdigit() or int(declared) > self.max_bytes:
-                await self._refuse(send)
+            if not declared.isdigit() or int(declared) > limit:
+                await self._refuse(send, limit)
                 return
             await self.app(scope, receive, send)  # the server stops at the declared length
             return
@@ -150,8 +157,8 @@ class BodyLimit:
             if message["type"] != "http.request":
                 break
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                await self._refuse(send)
+            if seen > limit:
+                await self._refuse(send, limit)
                 return
             if not message.get("more_body", False):
                 break
@@ -161,10 +168,11 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": f"The request is larger than {self.max_bytes // MiB} MiB; "
-                                    "send a smaller image (at most "
-                                    f"{MAX_IMAGE_BYTES // MiB} MiB)."}).encode()
+    async def _refuse(self, send: Send, limit: int) -> None:
+        body = json.dumps({"error": f"The request is larger than {limit // MiB} MiB, the "
+                                    "most this studio takes: send a smaller image (at most "
+                                    f"{MAX_IMAGE_BYTES // MiB} MiB) or a smaller project "
+                                    "export."}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})

@@ -38,6 +38,13 @@ class ScratchSpace:
         self.sweep()
         return self.files / f"{secrets.token_hex(16)}{suffix}"
 
+    def new_named(self, name: str) -> Path:
+        """A fresh path whose file name is `name` (a download keeps it), in a folder of its own."""
+        self.sweep()
+        folder = self.files / secrets.token_hex(16)
+        folder.mkdir(mode=0o700)
+        return folder / name
+
     def discard(self, path: str | Path | None) -> None:
         """Remove a scratch file once it is no longer needed (paths elsewhere are left alone)."""
         if path is None:
@@ -57,7 +64,7 @@ class ScratchSpace:
         for entry in self.files.iterdir():
             try:
                 if now - entry.stat().st_mtime > self.ttl_s:
-                    entry.unlink()
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
                     removed += 1
             except OSError:
                 continue

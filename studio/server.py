@@ -19,7 +19,7 @@ from . import hosting
 from .bus import TakeBus
 from .handlers import Handlers
 from .jobs import Jobs
-from .limits import MAX_IMAGE_BYTES, BodyLimit, Limits, MiB
+from .limits import MAX_IMPORT_BYTES, BodyLimit, Limits, MiB
 from .maintenance import forget_stored_paths
 from .media_links import media_routes
 from .owners import load_secrets
@@ -33,7 +33,7 @@ from .worker import SAVE_WAIT_S, Worker
 
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD = f"{MAX_IMAGE_BYTES // MiB}mb"
+MAX_UPLOAD = f"{MAX_IMPORT_BYTES // MiB}mb"  # the largest file: a project export to import
 QUEUE_SLOTS = 8  # concurrent non-generation events (browsing, listing); generation has its own
 
 

@@ -231,6 +231,12 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                                            min_width=80)
                 delete_project = gr.Button("Delete project", size="sm", variant="stop",
                                            elem_id="project-delete", scale=1, min_width=110)
+                export_project = gr.Button("Export project", size="sm", elem_id="project-export",
+                                           scale=1, min_width=110)
+                import_project = gr.UploadButton("Import project", size="sm", file_types=[".zip"],
+                                                 elem_id="project-import", scale=1, min_width=110)
+            export_file = gr.File(label="Project export (zip)", visible=False,
+                                  elem_id="project-export-file", interactive=False)
             with gr.Row(visible=False, elem_id="project-delete-confirm") as project_confirm:
                 gr.HTML('<p class="confirm-text">Delete this project, every take in it and their '
                         'files for good?</p>')
@@ -525,6 +531,19 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                     | history_outputs(handlers.history(owner_key, remaining))
                     | take_outputs(TakeView()) | {project_confirm: gr.update(visible=False)})
 
+        @user_errors
+        def on_export(owner_key: str, chosen: int | None) -> dict[Any, Any]:
+            return {export_file: gr.update(value=handlers.export_project(owner_key, chosen),
+                                           visible=True)}
+
+        @user_errors
+        def on_import(owner_key: str, upload: Any) -> dict[Any, Any]:
+            path = getattr(upload, "name", upload)
+            projects, chosen = handlers.import_project(owner_key, path)
+            return (project_outputs(projects, chosen) | history_outputs(handlers.history(owner_key, chosen))
+                    | take_outputs(TakeView())
+                    | {status: message_html("The project is imported: its takes are below.", "done")})
+
         def ask(row: Any) -> Any:
             return lambda: gr.update(visible=True)
 
@@ -589,6 +608,9 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
         project_yes.click(on_delete_project, [owner, project_id],
                           [*project_out, *history_out, *take_out, project_confirm], **private)
 
+        export_project.click(on_export, [owner, project_id], export_file, **private)
+        import_project.upload(on_import, [owner, import_project],
+                              [*project_out, *history_out, *take_out, status], **private)
         history.select(on_select, [owner, history_ids], take_out, **private)
         remix.click(on_remix, [owner, selected], form_out, **private)
         continue_button.click(on_continue, [owner, selected], form_out, **private)

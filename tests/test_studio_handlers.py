@@ -379,3 +379,24 @@ def test_a_failed_decode_keeps_its_latents_and_decode_again_finishes_it(
     assert done.latents_path is None and studio.store.media_of(done, "video") is not None
     with pytest.raises(gr.Error, match="decoded again"):
         studio.handlers.decode_again(key, done.id)
+
+
+def test_a_project_exports_to_a_zip_and_imports_as_a_new_project(studio: Studio,
+                                                                 owner: tuple[str, int]) -> None:
+    key, project_id = owner
+    run_all(studio, owner, prompt="a take to carry over")
+    exported = Path(studio.handlers.export_project(key, project_id))
+    assert exported.suffix == ".zip" and exported.name.startswith("wan-studio-")
+    stranger = studio.handlers.load("").owner
+    projects, imported = studio.handlers.import_project(stranger, str(exported))
+    assert imported != project_id and len(projects.choices) == 1
+    takes = studio.store.list_takes(stranger, imported)
+    assert [t.prompt for t in takes][-1].startswith("a take to carry over")
+    assert all(studio.store.media_of(t, "video") for t in takes if t.status == "completed")
+    with pytest.raises(gr.Error, match="nothing to export"):
+        studio.handlers.export_project(key, None)
+    broken = exported.with_name("broken.zip")
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(storage.InvalidInputError, match="not a Wan Studio project export"):
+        studio.handlers.import_project(stranger, str(broken))
+    assert len(studio.store.list_projects(stranger)) == 1, "a bad zip changes nothing"
