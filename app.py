@@ -57,20 +57,17 @@ def serve(argv: Sequence[str]) -> int:
                         help="run no takes in this process (workers started with `app.py worker` "
                              "on the same PostgreSQL database run them)")
     args = parser.parse_args(argv)
-    try:
-        weights = parse_weights(args.weights)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     import storage
+    from pipelines.errors import StudioError
     from studio.server import serve as serve_studio
 
     try:
+        weights = parse_weights(args.weights)
         serve_studio(_data_dir(args.data_dir), weights, host=args.host, port=args.port,
                      database_url=args.database_url, worker=not args.no_worker,
                      device=args.device)
-    except (storage.StorageError, ValueError) as exc:  # a folder in use, read-only, a bad setting
-        print(f"error: {exc}", file=sys.stderr)
+    except (UsageError, storage.StorageError, StudioError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # a folder in use or read-only, a bad setting
         return 2
     return 0
 
@@ -90,20 +87,16 @@ def worker(argv: Sequence[str]) -> int:
                              "one variant): start with `torchrun --nproc-per-node N app.py worker "
                              "--parallel N ...`; --device cpu tries it on gloo without GPUs")
     args = parser.parse_args(argv)
-    try:
-        weights = parse_weights(args.weights)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     import storage
     from pipelines.errors import StudioError
     from studio.worker_process import run_worker
 
     try:
+        weights = parse_weights(args.weights)
         return run_worker(_data_dir(args.data_dir), weights, args.database_url, device=args.device,
                           variants=args.variants.split(",") if args.variants else None,
                           parallel=args.parallel)
-    except (storage.StorageError, StudioError, ValueError) as exc:
+    except (UsageError, storage.StorageError, StudioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

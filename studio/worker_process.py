@@ -65,13 +65,7 @@ def run_worker(data_dir: Path, weights: Mapping[str, str], database_url: str | N
     if parallel is not None:
         return run_parallel_worker(data_dir, weights, database_url, parallel, device, variants)
     worker = build_worker(data_dir, weights, database_url, device, variants)
-
-    def stop(signum: int, _frame: object) -> None:
-        log.warning("worker %s: stopping (signal %s)", worker.name, signum)
-        worker.stop(timeout=0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    _stop_on_signals(worker)
     print(f"worker {worker.name}: running {', '.join(worker.variants or [])} on "
           f"{device or 'the default device'}", file=sys.stderr, flush=True)
     try:
@@ -79,6 +73,16 @@ def run_worker(data_dir: Path, weights: Mapping[str, str], database_url: str | N
     finally:
         worker.store.db.close()
     return 0
+
+
+def _stop_on_signals(worker: Worker) -> None:
+    """SIGTERM and SIGINT stop the worker after cancelling the take in hand."""
+    def stop(signum: int, _frame: object) -> None:
+        log.warning("worker %s: stopping (signal %s)", worker.name, signum)
+        worker.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def run_parallel_worker(data_dir: Path, weights: Mapping[str, str], database_url: str | None,
@@ -119,13 +123,7 @@ def run_parallel_worker(data_dir: Path, weights: Mapping[str, str], database_url
         assert store is not None
         try:
             worker = ParallelWorker(store, engine, shared_bus(store, listen=False), group, variant)
-
-            def stop(signum: int, _frame: object) -> None:
-                log.warning("worker %s: stopping (signal %s)", worker.name, signum)
-                worker.stop(timeout=0)
-
-            signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
+            _stop_on_signals(worker)
             print(f"worker {worker.name}: running {variant} across {degree} GPUs "
                   f"({group.device.split(':')[0]}, context parallel)", file=sys.stderr, flush=True)
             worker.run_forever()
