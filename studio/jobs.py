@@ -66,31 +66,23 @@ class Jobs:
         watch = self.bus.watch(take_id)
         try:
             take = self.store.find_take(take_id)
-            if take is None:
-                return
-            if take.finished:
-                yield _finished(take)
-                return
-            started = False
-            if take.status == storage.TakeStatus.PENDING:
+            if take is not None and take.status == storage.TakeStatus.PENDING:
                 yield TakeQueued(take_id, self.store.queue_positions(take.owner).get(take_id))
-            while True:
+            started = False
+            while take is not None and not take.finished:
                 event = watch.get(timeout=self.poll_s)
-                if event is None:
-                    take = self.store.find_take(take_id)
-                    if take is None:
+                if event is not None:
+                    started = started or isinstance(event, TakeStarted)
+                    yield event
+                    if isinstance(event, TakeFinished):
                         return
-                    if take.finished:
-                        yield _finished(take)
-                        return
-                    if take.status == storage.TakeStatus.RUNNING and not started:
-                        started = True
-                        yield TakeStarted(take_id, take.total_steps or 0)
                     continue
-                started = started or isinstance(event, TakeStarted)
-                yield event
-                if isinstance(event, TakeFinished):
-                    return
+                take = self.store.find_take(take_id)  # quiet: another process may run it
+                if take is not None and take.status == storage.TakeStatus.RUNNING and not started:
+                    started = True
+                    yield TakeStarted(take_id, take.total_steps or 0)
+            if take is not None:
+                yield _finished(take)
         finally:
             watch.close()
 

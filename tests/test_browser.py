@@ -8,18 +8,10 @@ from pathlib import Path
 import pytest
 
 from studio.server import QUEUE_SLOTS, build_studio, launch_kwargs
+from browser_support import NEEDS_CHROMIUM, browser  # noqa: F401 (fixture)
 from studio_helpers import free_port, weights_map
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at "
-                       "/usr/bin/chromium (apt-get install chromium)"),
-]
+pytestmark = NEEDS_CHROMIUM
 
 COUNT_PREVIEWS = """() => {
   window.__previews = new Set();
@@ -45,14 +37,6 @@ def studio_url(tiny_weights: dict[str, Path], tmp_path_factory: pytest.TempPathF
     yield url
     studio.close()
 
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def pick(page, elem_id: str, option: str) -> None:

@@ -17,19 +17,11 @@ from typing import Iterator
 import pytest
 from PIL import Image
 
+from browser_support import NEEDS_CHROMIUM, browser  # noqa: F401 (fixture)
 from studio_helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at "
-                       "/usr/bin/chromium (apt-get install chromium)"),
-]
+pytestmark = NEEDS_CHROMIUM
 
 
 class Server:
@@ -74,14 +66,6 @@ def server(tiny_weights: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     yield running
     running.stop()
 
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def open_page(browser, server: Server, width: int = 1366, height: int = 768):
