@@ -41,10 +41,13 @@ class Recipe:
     profile: str | None = None  # the memory profile the run used
     preset: str | None = None  # a step-distill preset, if one was picked
     loras: tuple[Mapping[str, Any], ...] = ()  # {"name", "sha256", "high", "low"} each
+    end_image: str | None = None  # sha256 of the stored end image (i2v-a14b's last_image), if any
 
     def __post_init__(self) -> None:
-        if self.request.image_path is not None:  # the path stays with the run, never here
-            object.__setattr__(self, "request", replace(self.request, image_path=None))
+        if self.request.image_path is not None or self.request.last_image_path is not None:
+            # the paths stay with the run, never here
+            object.__setattr__(self, "request", replace(self.request, image_path=None,
+                                                        last_image_path=None))
         if self.request.loras:  # a LoRA given by path is named by its file name alone
             named = tuple(replace(lora, source=lora_name(lora.source)) for lora in self.request.loras)
             object.__setattr__(self, "request", replace(self.request, loras=named))
@@ -60,9 +63,11 @@ class Recipe:
         """The recipe as JSON-ready data: stored on the take and embedded in its MP4."""
         request = self.request.to_dict()
         request.pop("image_path", None)
+        request.pop("last_image_path", None)
         return {"format": FORMAT, "version": VERSION, "request": request,
                 "user_prompt": self.user_prompt, "controls": self.controls.to_dict(),
-                "start_image": self.start_image, "weights": self.weights,
+                "start_image": self.start_image, "end_image": self.end_image,
+                "weights": self.weights,
                 "studio_version": self.studio_version, "profile": self.profile,
                 "preset": self.preset, "loras": [dict(lora) for lora in self.loras]}
 
@@ -72,19 +77,20 @@ class Recipe:
         if not isinstance(data, Mapping):
             raise ValueError("A recipe must be a JSON object.")
         if isinstance(data.get("request"), Mapping):  # this format, or the old CLI's
-            request = GenerationRequest.from_dict({**data["request"], "image_path": None})
+            request = GenerationRequest.from_dict({**data["request"], "image_path": None,
+                                                   "last_image_path": None})
             return cls(
                 request=request,
                 user_prompt=str(data.get("user_prompt") or request.prompt),
                 controls=CinematicControls.from_dict(data.get("controls")),
-                start_image=data.get("start_image"),
+                start_image=data.get("start_image"), end_image=data.get("end_image"),
                 weights=data.get("weights") or _old_weights(data.get("weights_source")),
                 studio_version=str(data.get("studio_version") or "0.1.0"),
                 profile=data.get("profile"), preset=data.get("preset"),
                 loras=tuple(dict(lora) for lora in data.get("loras") or ()))
         # the studio's old flat shape: the request itself, with the form's extras under "studio"
         extras = data.get("studio") if isinstance(data.get("studio"), Mapping) else {}
-        request = GenerationRequest.from_dict({**data, "image_path": None})
+        request = GenerationRequest.from_dict({**data, "image_path": None, "last_image_path": None})
         return cls(request=request, user_prompt=str(extras.get("user_prompt") or request.prompt),
                    controls=CinematicControls.from_dict(extras.get("controls")),
                    studio_version="0.1.0")
