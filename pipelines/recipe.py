@@ -18,14 +18,19 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from .errors import ShotError
 from .prompting import CinematicControls
 from .request import GenerationRequest
 
 STUDIO_VERSION = "0.2.0"
 FORMAT = "wan-studio-recipe"
 VERSION = 1
+# an assembled shot (a take and its extensions, pipelines.extend) embeds every part's recipe
+SHOT_FORMAT = "wan-studio-shot"
+SHOT_VERSION = 1
+MAX_PARTS = 32  # a chain longer than this is almost certainly a loop in someone's lineage
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,8 @@ class Recipe:
         """A recipe from `to_dict` output, or from what older studios and the CLI stored."""
         if not isinstance(data, Mapping):
             raise ValueError("A recipe must be a JSON object.")
+        if is_shot(data):  # an assembled shot: its newest part, the one to remix or extend
+            return shot_parts(data)[-1]
         if isinstance(data.get("request"), Mapping):  # this format, or the old CLI's
             request = GenerationRequest.from_dict({**data["request"], "image_path": None,
                                                    "last_image_path": None})
@@ -102,6 +109,38 @@ class Recipe:
                        profile=profile if profile is not None else self.profile,
                        loras=self.loras if loras is None else loras,
                        studio_version=STUDIO_VERSION)
+
+
+def shot_settings(recipes: Sequence[Recipe | Mapping[str, Any]]) -> dict[str, Any]:
+    """The settings an assembled shot's MP4 embeds: every part's recipe dict, parent first.
+
+    A recipe may be a Recipe, its dict, or a shot's settings (an earlier assembly, extended
+    again): a shot counts as its parts.
+    """
+    parts = [part.to_dict() for recipe in recipes
+             for part in ([recipe] if isinstance(recipe, Recipe) else shot_parts(recipe))]
+    if not 1 <= len(parts) <= MAX_PARTS:
+        raise ShotError(f"A shot joins 1 to {MAX_PARTS} parts, got {len(parts)}.")
+    return {"format": SHOT_FORMAT, "version": SHOT_VERSION, "parts": parts}
+
+
+def is_shot(settings: Any) -> bool:
+    """Whether stored or embedded settings describe an assembled shot rather than one take."""
+    return isinstance(settings, Mapping) and settings.get("format") == SHOT_FORMAT
+
+
+def shot_parts(settings: Mapping[str, Any]) -> list[Recipe]:
+    """Every part's Recipe of a shot's settings, parent first; a single take's settings give one."""
+    if not is_shot(settings):
+        return [Recipe.from_dict(settings)]
+    if settings.get("version") != SHOT_VERSION:
+        raise ShotError(f"This shot has format version {settings.get('version')!r}; this studio "
+                        f"reads version {SHOT_VERSION}.")
+    parts = settings.get("parts")
+    if not isinstance(parts, list) or not 1 <= len(parts) <= MAX_PARTS \
+            or not all(isinstance(part, Mapping) and not is_shot(part) for part in parts):
+        raise ShotError(f"A shot's settings must list 1 to {MAX_PARTS} part recipes.")
+    return [Recipe.from_dict(part) for part in parts]
 
 
 def weights_label(source: str, demo: bool = False) -> str:
