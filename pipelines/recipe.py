@@ -143,6 +143,82 @@ def shot_parts(settings: Mapping[str, Any]) -> list[Recipe]:
     return [Recipe.from_dict(part) for part in parts]
 
 
+# Compare: request fields in the order a person reads a recipe, with their labels. Preview settings
+# are left out on purpose: they change what is shown while a take runs, never the video.
+_REQUEST_LABELS: tuple[tuple[str, str], ...] = (
+    ("variant", "Variant"), ("prompt", "Prompt (final)"), ("negative_prompt", "Negative prompt"),
+    ("width", "Width"), ("height", "Height"), ("frames", "Frames"), ("fps", "Frames per second"),
+    ("steps", "Steps"), ("seed", "Seed"), ("guidance", "Guidance"),
+    ("guidance_low", "Guidance (low-noise)"), ("flow_shift", "Flow shift"),
+    ("image_fit", "Image fit"),
+)
+_SPEED_LABELS: tuple[tuple[str, str], ...] = (
+    ("cache", "Step cache"), ("cache_threshold", "Cache threshold"),
+    ("cache_interval", "Cache interval"), ("mag_ratios_high", "MagCache ratios (high-noise)"),
+    ("mag_ratios_low", "MagCache ratios (low-noise)"), ("compile", "Compiled"),
+    ("attention", "Attention"),
+)
+
+
+def recipe_differences(a: Recipe, b: Recipe) -> list[tuple[str, str, str]]:
+    """Which fields of two recipes differ, as (label, value in a, value in b), in reading order:
+    the user's prompt, controls, request fields, speed, images, LoRAs, preset, weights, profile."""
+    rows: list[tuple[str, Any, Any]] = [("Prompt", a.user_prompt, b.user_prompt)]
+    controls_a, controls_b = a.controls.to_dict(), b.controls.to_dict()
+    rows += [(_control_label(name), controls_a[name], controls_b[name]) for name in controls_a]
+    rows += [(label, getattr(a.request, name), getattr(b.request, name))
+             for name, label in _REQUEST_LABELS]
+    rows += [(label, getattr(a.request.speed, name), getattr(b.request.speed, name))
+             for name, label in _SPEED_LABELS]
+    rows += [("Start image", _short_hash(a.start_image), _short_hash(b.start_image)),
+             ("End image", _short_hash(a.end_image), _short_hash(b.end_image)),
+             ("LoRAs", _lora_choices(a), _lora_choices(b)),
+             ("LoRA files", _lora_files(a), _lora_files(b)),
+             ("Preset", a.preset, b.preset), ("Weights", a.weights, b.weights),
+             ("Memory profile", a.profile, b.profile),
+             ("Studio version", a.studio_version, b.studio_version)]
+    differing = [(label, x, y) for label, x, y in rows if x != y]
+    if {label for label, _, _ in differing} & ({"Prompt"} | _CONTROL_LABELS):
+        # the final prompt is the user's text plus the controls, listed already: not twice
+        differing = [row for row in differing if row[0] != "Prompt (final)"]
+    return [(label, _shown(x), _shown(y)) for label, x, y in differing]
+
+
+def _control_label(name: str) -> str:
+    return name.replace("_", " ").capitalize()  # "light_source" -> "Light source"
+
+
+_CONTROL_LABELS = frozenset(_control_label(name) for name in CinematicControls().to_dict())
+
+
+def _shown(value: Any) -> str:
+    """A recipe value as a person reads it: none for unset, numbers without trailing zeros."""
+    if value is None or value == () or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ", ".join(_shown(item) for item in value)
+    return str(value)
+
+
+def _short_hash(sha256: str | None) -> str | None:
+    return sha256[:12] if sha256 else None  # enough to tell two images apart on screen
+
+
+def _lora_choices(recipe: Recipe) -> tuple[str, ...]:
+    return tuple(f"{lora.source} (high {lora.high:g}, low {lora.low:g})"
+                 for lora in recipe.request.loras)
+
+
+def _lora_files(recipe: Recipe) -> tuple[str, ...]:
+    """The LoRA files the run applied (the preset's too), by name and content hash."""
+    return tuple(f"{lora.get('name')} {str(lora.get('sha256') or '')[:12]}".strip()
+                 for lora in recipe.loras)
+
+
 def weights_label(source: str, demo: bool = False) -> str:
     """How a recipe names its weights: a Hub id as it is, the bundled demo weights as "demo",
     and a local folder by its name alone (its path is the server's business)."""

@@ -32,6 +32,7 @@ MAX_SEED = 2**32 - 1
 MAX_SHIFT = 50.0
 MAX_FPS = 60
 MAX_PROMPT_CHARS = 4000  # the text encoder reads 512 tokens, about 2,000 characters of English
+MIN_VARIATIONS, MAX_VARIATIONS = 2, 8  # takes in one batch of variations
 
 
 @dataclass(frozen=True)
@@ -425,6 +426,16 @@ def _note_end_image_shape(image_size: tuple[int, int], video: tuple[int, int],
     if abs(image_w / image_h - width / height) > 0.02 * width / height:  # past 2%: visibly cut
         notices.append(f"The end image is {image_w}x{image_h}; it was scaled and centre-cropped to "
                        f"the video's {width}x{height}, so its edges are cut off.")
+
+
+def variation_seeds(seed: Any, count: Any) -> list[int]:
+    """The seeds of a batch of variations: `count` (2-8) consecutive seeds from `seed`, wrapping
+    past the largest seed to 0; a RequestError naming the field otherwise."""
+    count = _number(count, "variations", int)
+    _in_range(count, MIN_VARIATIONS, MAX_VARIATIONS, "variations")
+    seed = _number(seed, "seed", int)
+    _in_range(seed, 0, MAX_SEED, "seed")
+    return [(seed + offset) % (MAX_SEED + 1) for offset in range(count)]
 
 
 def _with_preset(base: VariantDefaults, preset_id: str, spec: VariantSpec) -> VariantDefaults:
