@@ -11,6 +11,12 @@ weights, memory profile and studio version made it).
 
 `from_dict` also reads what older studios wrote: the studio's flat request dict (with its
 "studio" extras) and the command line's {"request", "weights_source", "studio_version"}.
+
+Images are named by content hash: `start_image`, and `end_image` for an i2v-a14b take that ends
+on a chosen frame. A longer shot assembled from a take and its extensions (pipelines.extend)
+embeds {"format": "wan-studio-shot", "version": 1, "parts": [recipe dicts, parent first]}:
+`shot_settings` makes it, `shot_parts` reads it back. Compare lists what differs between two
+recipes with `recipe_differences`.
 """
 
 from __future__ import annotations
@@ -78,7 +84,8 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Recipe":
-        """A recipe from `to_dict` output, or from what older studios and the CLI stored."""
+        """A recipe from `to_dict` output, from what older studios and the CLI stored, or, given an
+        assembled shot's settings, the shot's newest part (`shot_parts` gives them all)."""
         if not isinstance(data, Mapping):
             raise ValueError("A recipe must be a JSON object.")
         if is_shot(data):  # an assembled shot: its newest part, the one to remix or extend
