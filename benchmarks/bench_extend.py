@@ -23,6 +23,10 @@ parent[-1] -> child[1]. Figures, 0-255, mean (max) over the seams:
           chain wanders in tone; content changes it too, so this is context, not a target)
   own     the parent's own last step (parent[-2] -> parent[-1]), for scale
 
+With --start-from shot, each child starts instead from the last frame of the shot assembled so
+far (default match), i.e. already colour-matched: the other way to wire "Extend". Only the
+default match's row is meaningful then (the parts were made for it).
+
 Also printed per variant: how far the child's frame 0 (its copy of the start image: MP4 round
 trip, VAE, model) already is from the parent's last frame. Both seams of the three-part chain are
 counted (parent -> child, child -> grandchild).
@@ -71,8 +75,10 @@ PARTS = 3
 KEYS = ("seam", "1st s", "pixel", "drift", "own", "copy")
 
 
-def chain(engine: Any, defaults: Any, variant: str, seed: int, folder: Path) -> list[np.ndarray]:
-    """Parent, child, grandchild of one seed, each written to MP4 and read back as the studio does."""
+def chain(engine: Any, defaults: Any, variant: str, seed: int, folder: Path,
+          start_from: str = "part") -> list[np.ndarray]:
+    """Parent, child, grandchild of one seed, each written to MP4 and read back as the studio does;
+    each child starts from its parent's last frame ("part") or the shot's so far ("shot")."""
     from PIL import Image
 
     from pipelines.recipe import Recipe
@@ -93,7 +99,10 @@ def chain(engine: Any, defaults: Any, variant: str, seed: int, folder: Path) -> 
                           Recipe(request).to_dict())
         parts.append(read_frames(video))
         start = folder / f"start-{seed}-{index + 1}.png"
-        last_frame(video).save(start)
+        if start_from == "shot":
+            Image.fromarray(assemble(parts, request.fps)[-1]).save(start)
+        else:
+            last_frame(video).save(start)
     return parts
 
 
@@ -119,7 +128,7 @@ def measure(parts: list[np.ndarray], fps: int, kwargs: dict[str, Any]) -> dict[s
     return figures
 
 
-def run_variant(variant: str, seeds: int) -> dict[str, dict[str, list[float]]]:
+def run_variant(variant: str, seeds: int, start_from: str = "part") -> dict[str, dict[str, list[float]]]:
     """Every method's figures over `seeds` chains of one demo variant."""
     from pipelines.engine import Engine
     from pipelines.manager import ModelManager
@@ -134,7 +143,7 @@ def run_variant(variant: str, seeds: int) -> dict[str, dict[str, list[float]]]:
         engine = Engine(ModelManager({variant: str(folder)}, Path(tmp), device="cpu", demo_dir=None))
         engine.manager.get(variant).pipeline_for(True).set_progress_bar_config(disable=True)
         for seed in range(seeds):
-            parts = chain(engine, defaults, variant, seed, Path(tmp))
+            parts = chain(engine, defaults, variant, seed, Path(tmp), start_from)
             for name, kwargs in METHODS.items():
                 for key, values in measure(parts, defaults.fps, kwargs).items():
                     results.setdefault(name, {}).setdefault(key, []).extend(values)
@@ -147,16 +156,19 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["i2v-a14b", "ti2v-5b"])
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--start-from", choices=("part", "shot"), default="part",
+                        help="what each child starts from: its parent's last frame, or the shot's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     diffusers_logging.disable_progress_bar()
-    print(f"{args.seeds} chains of {PARTS} parts per variant; figures 0-255, mean (max) over seams")
+    print(f"{args.seeds} chains of {PARTS} parts per variant, each child started from the "
+          f"{args.start_from}'s last frame; figures 0-255, mean (max) over seams")
     for variant in args.variants:
         if not (DEMO / variant / "model_index.json").is_file():
             print(f"{variant}: no demo weights, skipped")
             continue
         started = time.perf_counter()
-        results = run_variant(variant, args.seeds)
+        results = run_variant(variant, args.seeds, args.start_from)
         print(f"== {variant} ({time.perf_counter() - started:.0f} s)")
         shown = KEYS[:-1]
         print(f"  {'match':18s} " + " ".join(f"{k:>13s}" for k in shown) + f" {'ms/shot':>8s}")
