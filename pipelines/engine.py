@@ -16,12 +16,13 @@ from typing import Any, Callable
 import numpy as np
 
 from .decode import SETTINGS_HINT
-from .errors import GenerationCancelled, StudioError
+from .errors import GenerationCancelled, RequestError, StudioError
 from .events import (CancelledEvent, DecodingEvent, DoneEvent, EventSink, Expert, FailedEvent,
                      GenerationResult, PreviewEvent, StepEvent)
 from .images import load_start_image
 from .manager import LoadedModel, ModelManager
 from .request import GenerationRequest
+from .variants import get_variant
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,12 @@ class Engine:
     def _run(self, request: GenerationRequest, emit: EventSink,
              cancel: threading.Event) -> GenerationResult:
         started = time.monotonic()
+        _check_last_image(request)  # before loading anything
         loaded = self.manager.get(request.variant)
         image = (load_start_image(request.image_path, request.width, request.height)
                  if request.image_path else None)
+        last_image = (load_start_image(request.last_image_path, request.width, request.height,
+                                       "last_image_path") if request.last_image_path else None)
         pipe = loaded.pipeline_for(with_image=image is not None)
         loras = self._apply_loras(loaded, pipe, request)  # a bad file stops here, nothing changed
         pipe.scheduler = _with_shift(pipe.scheduler, request.flow_shift)
@@ -193,6 +197,8 @@ class Engine:
             kwargs["guidance_scale_2"] = request.guidance_low
         if image is not None:
             kwargs["image"] = image
+        if last_image is not None:
+            kwargs["last_image"] = last_image
 
         if cancel.is_set():
             emit(CancelledEvent(0))
@@ -299,6 +305,15 @@ class Engine:
             self._projections[key] = load_or_fit_projection(
                 loaded.pipe.vae, self.manager.projection_cache(loaded.spec.id))
         return self._projections[key]
+
+
+def _check_last_image(request: GenerationRequest) -> None:
+    """Refuse an end image where diffusers would silently ignore it (a request rebuilt with
+    `from_dict` has skipped build_request's check)."""
+    if request.last_image_path and (not get_variant(request.variant).takes_last_image
+                                    or not request.image_path):
+        raise RequestError(f"{request.variant} cannot end on a chosen image here; remove the end "
+                           "image, or pick i2v-a14b with a start image.", "last_image_path")
 
 
 def _with_shift(scheduler: Any, shift: float) -> Any:

@@ -25,3 +25,7 @@ class GenerationCancelled(StudioError):
 
 class ProfileError(StudioError):
     """A memory profile is unknown or does not fit this machine's GPU memory or host RAM."""
+
+
+class ShotError(StudioError, ValueError):
+    """Parts that cannot be joined into one shot, or settings that are not a readable shot."""

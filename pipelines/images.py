@@ -1,4 +1,8 @@
-"""Start images: read any format Pillow knows, refuse bombs and broken files, fit to the output."""
+"""Start (and end) images: read any format Pillow knows, refuse bombs and broken files, fit to the output.
+
+The same checks serve both images of a take; `field` names the request field at fault
+("image_path" for the start image, "last_image_path" for the end image) and the messages say which.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import RequestError
 
 MAX_IMAGE_PIXELS = 40_000_000
+# how messages name the image a request field holds
+IMAGE_ROLES = {"image_path": "start image", "last_image_path": "end image"}
 
 
-def _open_checked(path: str | Path) -> Image.Image:
+def _open_checked(path: str | Path, field: str = "image_path") -> Image.Image:
     """Open, size-check and fully decode an image, raising RequestError on any problem."""
     path = Path(path)
+    role = IMAGE_ROLES.get(field, "image")
     if not path.is_file():
-        raise RequestError(f"The start image {path.name!r} was not found; upload it again.", "image_path")
+        raise RequestError(f"The {role} {path.name!r} was not found; upload it again.", field)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -25,35 +32,36 @@ def _open_checked(path: str | Path) -> Image.Image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 megapixels = image.width * image.height / 1e6
                 raise RequestError(
-                    f"The start image is {image.width}x{image.height} ({megapixels:.0f} megapixels); "
+                    f"The {role} is {image.width}x{image.height} ({megapixels:.0f} megapixels); "
                     f"use one of at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels.",
-                    "image_path",
+                    field,
                 )
             image.load()
     except RequestError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise RequestError(
-            f"The start image is too large to open safely; use one of at most "
-            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels.", "image_path") from None
+            f"The {role} is too large to open safely; use one of at most "
+            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels.", field) from None
     except UnidentifiedImageError:
-        raise RequestError("The start image could not be read: it is not an image format Pillow knows.",
-                           "image_path") from None
+        raise RequestError(f"The {role} could not be read: it is not an image format Pillow knows.",
+                           field) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise RequestError(f"The start image is damaged or truncated ({exc}); export it again.",
-                           "image_path") from None
+        raise RequestError(f"The {role} is damaged or truncated ({exc}); export it again.",
+                           field) from None
     return image
 
 
-def check_image(path: str | Path) -> tuple[int, int]:
-    """Make sure a start image can be used; returns its (width, height) after EXIF rotation."""
-    image = ImageOps.exif_transpose(_open_checked(path))
+def check_image(path: str | Path, field: str = "image_path") -> tuple[int, int]:
+    """Make sure a start (or end) image can be used; returns its (width, height) after EXIF rotation."""
+    image = ImageOps.exif_transpose(_open_checked(path, field))
     return image.width, image.height
 
 
-def load_start_image(path: str | Path, width: int, height: int) -> Image.Image:
+def load_start_image(path: str | Path, width: int, height: int,
+                     field: str = "image_path") -> Image.Image:
     """The image EXIF-rotated, in RGB, scaled to cover (width, height) and centre-cropped to it."""
-    image = ImageOps.exif_transpose(_open_checked(path))
+    image = ImageOps.exif_transpose(_open_checked(path, field))
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))

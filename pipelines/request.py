@@ -32,6 +32,7 @@ MAX_SEED = 2**32 - 1
 MAX_SHIFT = 50.0
 MAX_FPS = 60
 MAX_PROMPT_CHARS = 4000  # the text encoder reads 512 tokens, about 2,000 characters of English
+MIN_VARIATIONS, MAX_VARIATIONS = 2, 8  # takes in one batch of variations
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class GenerationRequest:
     loras: tuple[LoraChoice, ...] = ()
     preset: str | None = None
     speed: SpeedSettings = field(default_factory=SpeedSettings)
+    # an end image (i2v-a14b only): the video ends on it; fitted to width x height like the start
+    last_image_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every setting."""
@@ -298,6 +301,7 @@ def build_request(
     if spec.image_input == "required" and not image_path:
         raise RequestError(f"{spec.id} needs a start image; upload one.", "image_path")
     image_size = check_image(image_path) if image_path else None
+    last_image_path = _last_image(raw.get("last_image_path"), spec, image_path)
     image_fit = str(raw.get("image_fit") or "fit").strip().lower()
     if image_fit not in IMAGE_FITS:
         raise RequestError(f"image_fit must be one of {', '.join(IMAGE_FITS)}, got {image_fit!r}.",
@@ -331,6 +335,10 @@ def build_request(
                 f"{snapped_w}x{snapped_h} (set image_fit to crop to fill {snapped_w}x{snapped_h})."
             )
             snapped_w, snapped_h = fitted
+
+    if last_image_path is not None:
+        _note_end_image_shape(check_image(last_image_path, "last_image_path"),
+                              (snapped_w, snapped_h), notices)
 
     frames = _number(value("frames", base.frames), "frames", int)
     _in_range(frames, MIN_FRAMES, MAX_FRAMES, "frames")
@@ -390,9 +398,44 @@ def build_request(
         width=snapped_w, height=snapped_h, frames=snapped_frames, fps=fps, steps=steps, seed=seed,
         guidance=guidance, guidance_low=guidance_low, flow_shift=flow_shift,
         image_path=image_path, preview=preview, image_fit=image_fit, loras=loras,
-        preset=preset_id, speed=speed,
+        preset=preset_id, speed=speed, last_image_path=last_image_path,
     )
     return ValidatedRequest(request, tuple(notices))
+
+
+def _last_image(raw: Any, spec: VariantSpec, image_path: str | None) -> str | None:
+    """The end image's path when this variant can end on one; a RequestError otherwise."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if not spec.takes_last_image:
+        if spec.takes_image:  # TI2V-5B: diffusers' image pipeline ignores last_image there
+            raise RequestError(
+                f"{spec.id} cannot end on a chosen image (its pipeline conditions only the first "
+                "frame); remove the end image or pick i2v-a14b.", "last_image_path")
+        raise RequestError(f"{spec.id} makes video from text only; remove the end image or pick "
+                           "i2v-a14b.", "last_image_path")
+    if not image_path:
+        raise RequestError("An end image needs a start image too; upload one.", "image_path")
+    return str(raw)
+
+
+def _note_end_image_shape(image_size: tuple[int, int], video: tuple[int, int],
+                          notices: list[str]) -> None:
+    """Say so when the end image is cropped: it is fitted to the video's size like the start image."""
+    (image_w, image_h), (width, height) = image_size, video
+    if abs(image_w / image_h - width / height) > 0.02 * width / height:  # past 2%: visibly cut
+        notices.append(f"The end image is {image_w}x{image_h}; it was scaled and centre-cropped to "
+                       f"the video's {width}x{height}, so its edges are cut off.")
+
+
+def variation_seeds(seed: Any, count: Any) -> list[int]:
+    """The seeds of a batch of variations: `count` (2-8) consecutive seeds from `seed`, wrapping
+    past the largest seed to 0; a RequestError naming the field otherwise."""
+    count = _number(count, "variations", int)
+    _in_range(count, MIN_VARIATIONS, MAX_VARIATIONS, "variations")
+    seed = _number(seed, "seed", int)
+    _in_range(seed, 0, MAX_SEED, "seed")
+    return [(seed + offset) % (MAX_SEED + 1) for offset in range(count)]
 
 
 def _with_preset(base: VariantDefaults, preset_id: str, spec: VariantSpec) -> VariantDefaults:

@@ -33,6 +33,9 @@ class VariantSpec:
     guidance: float
     guidance_low: float | None
     continues_takes: bool = False  # "Continue" may animate a take's last frame with it
+    # an end image (diffusers' `last_image`): the A14B image pipeline conditions the last frame on
+    # it; with `expand_timesteps` (TI2V-5B) diffusers 0.42 ignores it silently, so it is refused
+    takes_last_image: bool = False
     # ZeroGPU's duration estimate: a published seconds-per-step at a reference token count
     # (WAN22.md: H100 for the A14B pair at 1280x720x81, RTX 4090 for TI2V-5B at 1280x704x121)
     reference_step_s: float = 0.0
@@ -106,6 +109,7 @@ I2V_A14B = VariantSpec(
     guidance=3.5,
     guidance_low=3.5,
     continues_takes=True,
+    takes_last_image=True,
     reference_step_s=1055.9 / 40,
     reference_tokens=21 * 45 * 80,
 )
