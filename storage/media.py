@@ -16,17 +16,20 @@ from typing import BinaryIO, Literal, Union
 
 from .errors import InvalidInputError, MediaPathError, StorageError
 
-MediaKind = Literal["video", "poster", "image", "latents"]
+MediaKind = Literal["video", "poster", "image", "end_image", "latents", "shot"]
 # A file to store: its bytes, the path of a file to copy, or an open binary stream.
 Source = Union[bytes, str, "os.PathLike[str]", BinaryIO]
 
 TEMP_PREFIX = ".tmp-"
 _STEMS: dict[str, str] = {"video": "video", "poster": "poster", "image": "input",
-                          "latents": "latents"}
+                          "end_image": "end", "latents": "latents", "shot": "shot"}
 _ACCEPTED: dict[str, tuple[str, ...]] = {
     "video": (".mp4",),
     "poster": (".jpg", ".png", ".webp"),
     "image": (".png", ".jpg", ".webp"),
+    "end_image": (".png", ".jpg", ".webp"),  # first-last-frame takes: the frame to end on
+    # an extended take's whole shot: its parent chain and itself assembled into one MP4
+    "shot": (".mp4",),
     # a failed decode's final latents, kept so the take can be decoded again
     "latents": (".safetensors",),
 }
@@ -139,7 +142,7 @@ class MediaStore:
     def relative_for(self, project_id: int, take_id: int, kind: MediaKind, suffix: str) -> str:
         """A new generated relative path for a take's file of this kind and suffix."""
         if kind not in _STEMS:
-            raise InvalidInputError(f"Unknown media kind {kind!r}; use video, poster or image.")
+            raise InvalidInputError(f"Unknown media kind {kind!r}; use one of {', '.join(_STEMS)}.")
         if suffix not in _ACCEPTED[kind]:
             allowed = ", ".join(s.lstrip(".").upper() for s in _ACCEPTED[kind])
             raise InvalidInputError(f"The {kind} file must be {allowed}.")
@@ -149,10 +152,10 @@ class MediaStore:
     def write(self, project_id: int, take_id: int, kind: MediaKind, source: Source) -> str:
         """Store a take's file atomically under its generated name; returns the relative path.
 
-        A start image (`kind="image"`) is stored re-encoded without its metadata (EXIF, XMP, text
+        A start or end image (`kind="image"` or `"end_image"`) is stored re-encoded without its metadata (EXIF, XMP, text
         chunks: camera, place, time, software), its EXIF rotation applied to the pixels.
         """
-        if kind == "image":
+        if kind in ("image", "end_image"):
             source = clean_image(source)
         with _open_source(source) as stream:
             head = stream.read(16)

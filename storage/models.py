@@ -149,6 +149,9 @@ class Take(Base):
     video_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
     poster_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
     image_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
+    end_image_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))  # first-last frame
+    # an extension's whole shot (its parent chain and itself in one MP4), made when it completes
+    shot_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
     # a failed decode's final latents: the take can be decoded again without denoising again
     latents_path: Mapped[str | None] = mapped_column(String(MEDIA_PATH_MAX))
     # variations of one recipe queued together share the id of the batch's first take

@@ -180,7 +180,8 @@ def release_expired(session: Session, everyone: bool = False) -> tuple[list[int]
     for take in session.scalars(query.order_by(Take.id)).all():
         # A file the dead worker wrote but never committed is never needed: only the input stays.
         media.remove_take_files(take.project_id, take.id,
-                                keep=tuple(p for p in (take.image_path, take.latents_path) if p))
+                                keep=tuple(p for p in (take.image_path, take.end_image_path,
+                                                          take.latents_path) if p))
         take.worker, take.lease_expires_at, take.cancel_requested = None, None, False
         if take.attempts >= MAX_ATTEMPTS:
             move(take, TakeStatus.INTERRUPTED)

@@ -86,6 +86,8 @@ class TakeRecord:
     attempts: int = 0  # how many times a worker has taken it
     latents_path: str | None = None  # a failed decode's latents, kept to decode again
     batch_id: int | None = None  # variations queued together share their first take's id
+    end_image_path: str | None = None  # the frame a first-last-frame take ends on
+    shot_path: str | None = None  # an extension's assembled shot (parent chain + itself)
 
     @property
     def decodable(self) -> bool:

@@ -79,7 +79,7 @@ def row_record(row: Row[Any], media: MediaStore, memo: dict[str, int | None]) ->
 
 def record(values: Mapping[str, Any], media: MediaStore, memo: dict[str, int | None]) -> TakeRecord:
     paths = (values["video_path"], values["poster_path"], values["image_path"],
-             values["latents_path"])
+             values["latents_path"], values["end_image_path"], values["shot_path"])
     return TakeRecord(
         id=values["id"], project_id=values["project_id"], owner=values["owner"],
         request_json=values["request"], variant=values["variant"], seed=values["seed"],
@@ -90,7 +90,8 @@ def record(values: Mapping[str, Any], media: MediaStore, memo: dict[str, int | N
         parent_id=values["parent_id"], parent_kind=values["parent_kind"],
         favourite=bool(values["favourite"]), cancel_requested=bool(values["cancel_requested"]),
         worker=values["worker"], attempts=int(values["attempts"] or 0),
-        latents_path=paths[3], batch_id=values["batch_id"],
+        latents_path=paths[3], batch_id=values["batch_id"], end_image_path=paths[4],
+        shot_path=paths[5],
         media_missing=any(p is not None and not media.exists(p, memo) for p in paths),
     )
 

@@ -38,9 +38,11 @@ class Store:
         return self.db.media.resolve(relative)
 
     def media_of(self, take: TakeRecord, kind: str) -> Path | None:
-        """A take's video, poster or start image on disk, or None when it has none or it is gone."""
+        """A take's video, poster, start or end image, kept latents or assembled shot on disk, or
+        None when it has none or it is gone."""
         relative = {"video": take.video_path, "poster": take.poster_path,
-                    "image": take.image_path, "latents": take.latents_path}.get(kind)
+                    "image": take.image_path, "end_image": take.end_image_path,
+                    "latents": take.latents_path, "shot": take.shot_path}.get(kind)
         if not relative or not self.db.media.exists(relative):
             return None
         return self.db.media.resolve(relative)
@@ -94,9 +96,9 @@ class Store:
 
     def submit_take(self, owner: str, project_id: int, recipe: Mapping[str, Any],
                     image: Source | None = None, parent_id: int | None = None,
-                    parent_kind: str | None = None,
-                    max_unfinished: int | None = None) -> TakeRecord:
-        """Queue a take (its start image copied into the media store); QueueFullError when the
+                    parent_kind: str | None = None, max_unfinished: int | None = None,
+                    end_image: Source | None = None) -> TakeRecord:
+        """Queue a take (its start and end images copied into the media store); QueueFullError when the
         owner already has `max_unfinished` takes queued or running. One write transaction, so two
         submissions at once cannot both slip under the cap."""
         with self.db.session() as s, s.begin():
@@ -106,11 +108,11 @@ class Store:
                     f"You already have {max_unfinished} {takes_word} queued or running, the most "
                     "this studio allows; wait for one to finish or cancel one.")
             return takes.add_take(s, owner, project_id, recipe, parent_id=parent_id,
-                                  parent_kind=parent_kind, image=image)
+                                  parent_kind=parent_kind, image=image, end_image=end_image)
 
     def submit_batch(self, owner: str, project_id: int, recipes: Sequence[Mapping[str, Any]],
-                     image: Source | None = None,
-                     max_unfinished: int | None = None) -> list[TakeRecord]:
+                     image: Source | None = None, max_unfinished: int | None = None,
+                     end_image: Source | None = None) -> list[TakeRecord]:
         """Queue variations of one recipe as one batch (all or none); QueueFullError when they
         would take the owner over `max_unfinished` takes queued or running."""
         if not 2 <= len(recipes) <= 8:
@@ -123,11 +125,12 @@ class Store:
                         f"{len(recipes)} more takes would make {waiting + len(recipes)} queued or "
                         f"running, and this studio allows {max_unfinished}; ask for fewer "
                         "variations or wait for some to finish.")
-            first = takes.add_take(s, owner, project_id, recipes[0], image=image, starts_batch=True)
+            first = takes.add_take(s, owner, project_id, recipes[0], image=image,
+                                   end_image=end_image, starts_batch=True)
             made = [first]
             for recipe in recipes[1:]:
                 made.append(takes.add_take(s, owner, project_id, recipe, image=image,
-                                           batch_id=first.id))
+                                           end_image=end_image, batch_id=first.id))
             return made
 
     def batch(self, owner: str, batch_id: int) -> list[TakeRecord]:
@@ -217,6 +220,11 @@ class Store:
         with self.db.session() as s, s.begin():
             return queue.end_claimed(s, take_id, worker, status, error=error, video=video,
                                      poster=poster, request=recipe, latents=latents)
+
+    def set_shot(self, take_id: int, shot: Source) -> TakeRecord:
+        """Store a completed extension's assembled shot (replacing any it had)."""
+        with self.db.session() as s, s.begin():
+            return takes.set_shot(s, take_id, shot)
 
     def decode_again(self, owner: str, take_id: int) -> TakeRecord:
         """Queue a failed take that kept its latents, to be decoded by a worker."""

@@ -42,6 +42,7 @@ def add_take(
     image: Source | None = None,
     batch_id: int | None = None,
     starts_batch: bool = False,
+    end_image: Source | None = None,
 ) -> TakeRecord:
     """A pending take holding the full request; `image` (PNG/JPEG/WebP) is copied into its folder.
 
@@ -73,7 +74,23 @@ def add_take(
         take.batch_id = take.id
     if image is not None:
         take.image_path = filehooks.stage(session, project.id, take.id, "image", image)
-        session.flush()
+    if end_image is not None:
+        take.end_image_path = filehooks.stage(session, project.id, take.id, "end_image", end_image)
+    session.flush()
+    return take_record(session, take)
+
+
+def set_shot(session: Session, take_id: int, shot: Source) -> TakeRecord:
+    """Store the assembled shot of a completed take (an extension), replacing an older one."""
+    take = session.get(Take, check_id(take_id, "take"))
+    if take is None:
+        raise NotFoundError(f"Take {take_id} does not exist.")
+    if take.status != TakeStatus.COMPLETED.value:
+        raise TransitionError(f"Only a completed take gets a shot; this one is {take.status}.")
+    if take.shot_path:
+        filehooks.remove_after_commit(session, take.shot_path)
+    take.shot_path = filehooks.stage(session, take.project_id, take.id, "shot", shot)
+    session.flush()
     return take_record(session, take)
 
 

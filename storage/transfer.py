@@ -50,7 +50,7 @@ MAX_ENTRIES = 4 * MAX_TAKES + 64  # entries in the zip (three files a take, the 
 MAX_RATIO = 200
 _RATIO_FREE_BYTES = 1024 * 1024  # files up to this size may have any ratio (tiny, so harmless)
 DISK_MARGIN_BYTES = 256 * 1024 * 1024  # left free on the media disk after an import
-_KINDS = ("video", "poster", "image")
+_KINDS = ("video", "poster", "image", "end_image", "shot")
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what export_project writes
 _UNSAFE_PART = re.compile(r"^(|\.|\.\.)$")
 
@@ -69,7 +69,8 @@ def export_project(session: Session, owner: str, project_id: int, zip_path: str 
     for take in takes:
         key = keys[take.id]
         stored: dict[str, str] = {}
-        for kind, relative in zip(_KINDS, (take.video_path, take.poster_path, take.image_path)):
+        for kind, relative in zip(_KINDS, (take.video_path, take.poster_path, take.image_path,
+                                           take.end_image_path, take.shot_path)):
             if relative is not None and media.exists(relative):
                 member = f"takes/{key}/{kind}{Path(relative).suffix}"
                 stored[kind] = member
