@@ -17,6 +17,7 @@ from typing import Iterator
 
 import storage
 from pipelines.recipe import Recipe, file_sha256
+from pipelines.request import variation_seeds
 
 from . import hosting
 from .bus import TakeBus
@@ -44,22 +45,47 @@ class Jobs:
         self.poll_s = poll_s
 
     def submit(self, owner: str, project_id: int, recipe: Recipe, image: str | None = None,
-               parent_id: int | None = None, parent_kind: str | None = None) -> storage.TakeRecord:
-        """Queue a take; its start image (a scratch or upload file) is stored with it and the
-        scratch copy let go. QueueFullError when the owner has too many takes waiting."""
+               parent_id: int | None = None, parent_kind: str | None = None,
+               end_image: str | None = None) -> storage.TakeRecord:
+        """Queue a take; its start and end images (scratch or upload files) are stored with it
+        and the scratch copies let go. QueueFullError when the owner has too many takes waiting."""
         try:
-            if image:
-                recipe = replace(recipe, start_image=file_sha256(image))
+            recipe = _with_images(recipe, image, end_image)
             take = self.store.submit_take(owner, project_id, recipe.to_dict(), image=image,
                                           parent_id=parent_id, parent_kind=parent_kind,
-                                          max_unfinished=self.limits.max_queued)
+                                          max_unfinished=self.limits.max_queued,
+                                          end_image=end_image)
         finally:
             self.scratch.discard(image)
+            self.scratch.discard(end_image)
+        self._wake(take.id)
+        return take
+
+    def submit_variations(self, owner: str, project_id: int, recipe: Recipe, count: int,
+                          image: str | None = None,
+                          end_image: str | None = None) -> list[storage.TakeRecord]:
+        """Queue `count` (2-8) takes of one recipe with consecutive seeds, as one batch."""
+        seeds = variation_seeds(recipe.request.seed, count)
+        try:
+            recipe = _with_images(recipe, image, end_image)
+            recipes = [replace(recipe, request=replace(recipe.request, seed=seed)).to_dict()
+                       for seed in seeds]
+            takes = self.store.submit_batch(owner, project_id, recipes, image=image,
+                                            end_image=end_image,
+                                            max_unfinished=self.limits.max_queued)
+        finally:
+            self.scratch.discard(image)
+            self.scratch.discard(end_image)
+        for take in takes:
+            self._wake(take.id)
+        return takes
+
+    def _wake(self, take_id: int) -> None:
+        """Tell this process's worker a take is waiting."""
         if self.worker is not None:
             if hosting.on_zero_gpu():  # the GPU call must see the visitor who asked for it
-                self.worker.remember_context(take.id, contextvars.copy_context())
+                self.worker.remember_context(take_id, contextvars.copy_context())
             self.worker.wake()
-        return take
 
     def watch(self, take_id: int) -> Iterator[TakeEvent]:
         """The take's events until it ends (see module docstring)."""
@@ -112,6 +138,15 @@ class Jobs:
     def positions(self, owner: str) -> dict[int, int]:
         """The owner's queued takes and their places in line."""
         return self.store.queue_positions(owner)
+
+
+def _with_images(recipe: Recipe, image: str | None, end_image: str | None) -> Recipe:
+    """The recipe naming its start and end images by content hash, as they will be stored."""
+    if image:
+        recipe = replace(recipe, start_image=file_sha256(image))
+    if end_image:
+        recipe = replace(recipe, end_image=file_sha256(end_image))
+    return recipe
 
 
 def _finished(take: storage.TakeRecord) -> TakeFinished:

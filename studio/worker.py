@@ -36,11 +36,13 @@ import storage
 from pipelines.events import (CancelledEvent, DecodingEvent, DoneEvent, FailedEvent, PreviewEvent,
                               StepEvent)
 from pipelines.recipe import Recipe, weights_label
+from pipelines.errors import StudioError
 from pipelines.stream import EventStream
 
 from . import hosting
 from .bus import TakeBus
 from .progress_view import animated_webp
+from .shots import assemble_shot
 from .take_events import PreviewImage, TakeFinished, TakeStarted
 
 log = logging.getLogger(__name__)
@@ -232,6 +234,12 @@ class Worker:
                 return self._end(take, "failed", "This take's start image is missing from the "
                                  "media folder; upload it again and generate a new take.")
             request = replace(request, image_path=str(image))
+        if take.end_image_path:
+            end_image = self.store.media_of(take, "end_image")
+            if end_image is None:
+                return self._end(take, "failed", "This take's end image is missing from the "
+                                 "media folder; upload it again and generate a new take.")
+            request = replace(request, last_image_path=str(end_image))
         latents = self._kept_latents(take)
         self.bus.publish(take.id, TakeStarted(take.id, request.steps))
         beat = threading.Thread(target=self._heartbeat, args=(job,), name=f"lease-{take.id}",
@@ -365,7 +373,8 @@ class Worker:
                 try:
                     take = self.store.end(job.take.id, self.name, "completed", video=video,
                                           poster=poster, recipe=metadata)
-                    return TakeFinished(take, " ".join(result.notices), result.elapsed_s)
+                    take, notices = self._with_shot(take, list(result.notices))
+                    return TakeFinished(take, " ".join(notices), result.elapsed_s)
                 except storage.LeaseLostError:
                     raise
                 except (storage.DatabaseError, OSError) as exc:
@@ -377,6 +386,18 @@ class Worker:
                                 job.take.id, self.save_wait_s, needed)
                     self._wait_for_room(needed)
         raise AssertionError("unreachable")
+
+    def _with_shot(self, take: storage.TakeRecord,
+                   notices: list[str]) -> tuple[storage.TakeRecord, list[str]]:
+        """A completed extension with its parent's shot and itself assembled into one MP4; the
+        take stays completed (one part) when that fails, with a notice saying why."""
+        if take.parent_kind != "extend":
+            return take, notices
+        try:
+            return assemble_shot(self.store, take), notices
+        except (StudioError, storage.StorageError, OSError) as exc:
+            log.warning("take %s: the shot was not assembled: %s", take.id, exc)
+            return take, [*notices, f"The longer shot was not assembled: {exc}"]
 
     def _end(self, take: storage.TakeRecord, status: str, error: str,
              message: str | None = None) -> TakeFinished:
