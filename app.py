@@ -56,6 +56,11 @@ def serve(argv: Sequence[str]) -> int:
     parser.add_argument("--no-worker", action="store_true",
                         help="run no takes in this process (workers started with `app.py worker` "
                              "on the same PostgreSQL database run them)")
+    parser.add_argument("--prompt-model", default=os.environ.get("WAN_STUDIO_PROMPT_MODEL") or None,
+                        metavar="FOLDER",
+                        help="a local instruction-tuned language model folder (transformers) for "
+                             "'Improve prompt', run on the CPU; off by default "
+                             "(or $WAN_STUDIO_PROMPT_MODEL)")
     args = parser.parse_args(argv)
     import storage
     from pipelines.errors import StudioError
@@ -65,7 +70,7 @@ def serve(argv: Sequence[str]) -> int:
         weights = parse_weights(args.weights)
         serve_studio(_data_dir(args.data_dir), weights, host=args.host, port=args.port,
                      database_url=args.database_url, worker=not args.no_worker,
-                     device=args.device)
+                     device=args.device, prompt_model=args.prompt_model)
     except (UsageError, storage.StorageError, StudioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # a folder in use or read-only, a bad setting
         return 2

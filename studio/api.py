@@ -55,30 +55,31 @@ def take_dict(handlers: Handlers, take: storage.TakeRecord) -> dict[str, Any]:
             "parent_kind": take.parent_kind, "queued_at": take.queued_at.isoformat(),
             "finished_at": take.finished_at.isoformat() if take.finished_at else None,
             "video": url("video"), "poster": url("poster"), "image": url("image"),
+            "end_image": url("end_image"), "shot": url("shot"), "batch_id": take.batch_id,
             "recipe": recipe}
 
 
-def image_from_data_url(handlers: Handlers, value: Any) -> str | None:
-    """A data-URL start image, size-checked before decoding, in a scratch file (removed once the
-    take has stored it, or at once if the request is refused)."""
+def image_from_data_url(handlers: Handlers, value: Any, name: str = "image") -> str | None:
+    """A data-URL start (or end) image, size-checked before decoding, in a scratch file (removed
+    once the take has stored it, or at once if the request is refused)."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise RequestError("image must be a data URL: data:image/png;base64,... (PNG, JPEG or WebP).",
-                           "image")
+        raise RequestError(f"{name} must be a data URL: data:image/png;base64,... (PNG, JPEG or WebP).",
+                           name)
     if len(value) > MAX_DATA_URL_CHARS:
-        raise RequestError(f"image is larger than {MAX_IMAGE_BYTES // MiB} MiB; send a smaller one.",
-                           "image")
+        raise RequestError(f"{name} is larger than {MAX_IMAGE_BYTES // MiB} MiB; send a smaller one.",
+                           name)
     match = DATA_URL.fullmatch(value.strip())
     if match is None:
-        raise RequestError("image must be a data URL: data:image/png;base64,... (PNG, JPEG or WebP).",
-                           "image")
+        raise RequestError(f"{name} must be a data URL: data:image/png;base64,... (PNG, JPEG or WebP).",
+                           name)
     try:
         data = base64.b64decode(match.group(2), validate=False)
     except (binascii.Error, ValueError):
-        raise RequestError("image is not valid base64.", "image") from None
+        raise RequestError(f"{name} is not valid base64.", name) from None
     if not data:
-        raise RequestError("image is empty; send the file's bytes as base64.", "image")
+        raise RequestError(f"{name} is empty; send the file's bytes as base64.", name)
     path = handlers.scratch.new_file("." + match.group(1))
     path.write_bytes(data)
     return str(path)
@@ -118,12 +119,20 @@ def register_api(handlers: Handlers, slot: str, concurrency: int) -> None:
                                f"{', '.join(known)}.", unknown[0])
         form = {name: settings.get(name) for name in known}
         form["image"] = image_from_data_url(handlers, settings.get("image"))
+        try:
+            form["end_image"] = image_from_data_url(handlers, settings.get("end_image"), "end_image")
+        except RequestError:
+            handlers.scratch.discard(form["image"])
+            raise
         if project_id and handlers.store.get_project(owner, project_id) is None:
             handlers.scratch.discard(form["image"])
+            handlers.scratch.discard(form["end_image"])
             raise RequestError(f"No project {project_id} for this owner.", "project_id")
         submitted = handlers.submit(owner, project_id or None, None, form)
+        current = submitted.take_id  # variations: the batch's takes stream one after another
         for event in handlers.watch(submitted.take_id):
-            yield render(handlers, event, submitted)
+            current = _about(event) or current
+            yield render(handlers, event, submitted, current)
 
     def cancel(owner: str, take_id: int) -> dict:
         """Cancel a queued or running take of this owner; a queued one is cancelled at once, a running one stops within one step; both are kept as cancelled."""
@@ -160,13 +169,25 @@ def register_api(handlers: Handlers, slot: str, concurrency: int) -> None:
     gr.api(user_errors(projects), api_name="projects", queue=False)
 
 
-def render(handlers: Handlers, event: TakeEvent, submitted: Submitted) -> dict[str, Any]:
-    """One take event as the API streams it: {"event", "take_id", ...}."""
-    out: dict[str, Any] = {"take_id": submitted.take_id}
+def _about(event: TakeEvent) -> int | None:
+    """The take an event names, if it names one (engine steps and previews do not)."""
+    match event:
+        case TakeQueued(take_id=take_id) | TakeStarted(take_id=take_id):
+            return take_id
+        case TakeFinished(take=take):
+            return take.id
+    return None
+
+
+def render(handlers: Handlers, event: TakeEvent, submitted: Submitted,
+           take_id: int | None = None) -> dict[str, Any]:
+    """One take event as the API streams it: {"event", "take_id", ...} (`take_id`: the take it
+    is about, when a batch of variations streams several)."""
+    out: dict[str, Any] = {"take_id": take_id or submitted.take_id}
     match event:
         case TakeQueued(position=position):
             out |= {"event": "queued", "position": position, "project_id": submitted.project_id,
-                    "notices": list(submitted.notices)}
+                    "notices": list(submitted.notices), "take_ids": list(submitted.take_ids)}
         case TakeStarted(total=total):
             out |= {"event": "started", "total": total}
         case StepEvent():

@@ -24,12 +24,15 @@ LORA_SLOTS = 2  # LoRAs a take may carry from the form (each with a strength per
 LORA_FIELDS: tuple[str, ...] = tuple(f"lora_{i}{part}" for i in range(1, LORA_SLOTS + 1)
                                      for part in ("", "_high", "_low"))
 SPEED_FIELDS: tuple[str, ...] = ("cache", "compile", "attention")
-EXTRA_FIELDS: tuple[str, ...] = ("preset", "image_fit", *LORA_FIELDS, *SPEED_FIELDS)
+# `end_image`: the frame an i2v-a14b take ends on; `variations`: how many takes (seeds) to queue
+EXTRA_FIELDS: tuple[str, ...] = ("end_image", "variations", "preset", "image_fit", *LORA_FIELDS,
+                                 *SPEED_FIELDS)
 FORM_FIELDS: tuple[str, ...] = SETTING_FIELDS + EXTRA_FIELDS + CONTROL_FIELDS
 NONE = ""  # an unpicked dropdown
 
 # build_request's field names -> the form control that shows the message
-ERROR_TARGETS: dict[str, str] = {"image_path": "image", "fps": "frames", "preview.max_side": "steps",
+ERROR_TARGETS: dict[str, str] = {"image_path": "image", "last_image_path": "end_image",
+                                 "fps": "frames", "preview.max_side": "steps",
                                  "preview.decode_every": "steps"}
 ERROR_SLOTS: tuple[str, ...] = ("variant", "prompt", "image", "controls", "settings")
 RANDOM_SEED = -1
@@ -50,9 +53,23 @@ class FormRequest:
         """The start image file the form names (an upload or a scratch file), if any."""
         return self.request.image_path
 
+    @property
+    def end_image(self) -> str | None:
+        """The end image file the form names, if any (i2v-a14b only)."""
+        return self.request.last_image_path
+
     def recipe(self) -> Recipe:
         """The take's recipe: the request (no path in it), the user's text and the controls."""
         return Recipe(self.request, user_prompt=self.user_prompt, controls=self.controls)
+
+
+@dataclass(frozen=True)
+class FormFill:
+    """Form values to load (by field name), the lineage the next take records, and a message."""
+
+    values: dict[str, Any]
+    lineage: dict[str, Any] | None
+    message: str
 
 
 def form_dict(values: Sequence[Any]) -> dict[str, Any]:
@@ -66,6 +83,8 @@ def error_slot(field: str | None) -> str:
     """Which message slot sits next to the control named by a RequestError's field."""
     if field in ("variant", "prompt", "image"):
         return str(field)
+    if field == "end_image":
+        return "image"
     if field in CONTROL_FIELDS or field == "controls":
         return "controls"
     return "settings" if field else "prompt"
@@ -101,8 +120,10 @@ def request_from_form(form: Mapping[str, Any], defaults: VariantDefaults | None)
     raw = {name: form.get(name) for name in SETTING_FIELDS if name != "image"}
     raw["prompt"] = final_prompt(form)
     raw["image_path"] = form.get("image") or None
-    if raw["image_path"]:
-        _check_image_size(raw["image_path"])
+    raw["last_image_path"] = form.get("end_image") or None
+    for name, key in (("image", "image_path"), ("end_image", "last_image_path")):
+        if raw[key]:
+            _check_image_size(raw[key], name)
     raw["preset"] = form.get("preset") or None
     raw["image_fit"] = form.get("image_fit") or None
     raw["loras"] = loras_from_form(form)
@@ -120,8 +141,25 @@ def request_from_form(form: Mapping[str, Any], defaults: VariantDefaults | None)
                        controls)
 
 
-def _check_image_size(path: str) -> None:
-    """A start image over the size limit is refused before it is decoded."""
+def variation_count(form: Mapping[str, Any]) -> int:
+    """How many takes the form asks for: 1, or 2-8 variations (RequestError otherwise)."""
+    from pipelines.request import MAX_VARIATIONS
+
+    value = form.get("variations")
+    if value in (None, ""):
+        return 1
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VARIATIONS:
+        raise RequestError(f"Variations must be a whole number from 1 to {MAX_VARIATIONS}.",
+                           "variations")
+    return int(value)
+
+
+def _check_image_size(path: str, field: str = "image") -> None:
+    """A start or end image over the size limit is refused before it is decoded."""
     from .limits import MAX_IMAGE_BYTES
 
     try:
@@ -129,8 +167,9 @@ def _check_image_size(path: str) -> None:
     except OSError:
         return  # missing: build_request says so
     if size > MAX_IMAGE_BYTES:
-        raise RequestError(f"The start image is {size / 2**20:.0f} MiB; use one of at most "
-                           f"{MAX_IMAGE_BYTES // 2**20} MiB.", "image")
+        which = "end" if field == "end_image" else "start"
+        raise RequestError(f"The {which} image is {size / 2**20:.0f} MiB; use one of at most "
+                           f"{MAX_IMAGE_BYTES // 2**20} MiB.", field)
 
 
 def loras_from_form(form: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -193,7 +232,8 @@ def form_from_recipe(recipe: Recipe) -> dict[str, Any]:
     request = recipe.request
     values: dict[str, Any] = {
         "variant": request.variant, "prompt": recipe.user_prompt,
-        "negative_prompt": request.negative_prompt, "image": None,
+        "negative_prompt": request.negative_prompt, "image": None, "end_image": None,
+        "variations": 1,
         "width": request.width, "height": request.height, "frames": request.frames,
         "steps": request.steps, "seed": request.seed, "guidance": request.guidance,
         "guidance_low": request.guidance_low, "flow_shift": request.flow_shift,

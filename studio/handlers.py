@@ -25,6 +25,8 @@ from pipelines.request import MAX_SEED, VariantDefaults
 from pipelines.variants import VARIANTS
 
 from . import forms, hosting
+from .creative import CreativeActions, GroupView
+from .forms import FormFill
 from .jobs import Jobs
 from .limits import Limits
 from .media_links import MediaSigner
@@ -48,6 +50,7 @@ class HistoryView:
 
     items: list[tuple[str, str]]
     take_ids: list[int]
+    finished: list[tuple[str, int]] = field(default_factory=list)  # (caption, id): Compare's choices
 
 
 @dataclass(frozen=True)
@@ -71,15 +74,8 @@ class TakeView:
     has_image: bool = False  # the take began from an image (the share box offers to show it)
     finished: bool = False
     decodable: bool = False  # its decode failed but its latents were kept: it can be decoded again
-
-
-@dataclass(frozen=True)
-class FormFill:
-    """Form values to load (by field name), the lineage the next take records, and a message."""
-
-    values: dict[str, Any]
-    lineage: dict[str, Any] | None
-    message: str
+    in_batch: bool = False  # one of a batch of variations ("keep only this one")
+    group: GroupView = field(default_factory=GroupView)  # its batch, or its shot's parts
 
 
 @dataclass(frozen=True)
@@ -107,9 +103,10 @@ class FormCheck:
 class Submitted:
     """A take just queued."""
 
-    take_id: int
+    take_id: int  # the first of them
     project_id: int
     notices: tuple[str, ...] = field(default=())
+    take_ids: tuple[int, ...] = ()  # every take queued (several for variations)
 
 
 def no_weights_message() -> str:
@@ -119,8 +116,9 @@ def no_weights_message() -> str:
             "(repeat --weights for i2v-a14b and ti2v-5b).")
 
 
-def caption(take: storage.TakeRecord, position: int | None = None) -> str:
-    """A history tile's caption: a short live status first, then when and the prompt."""
+def caption(take: storage.TakeRecord, position: int | None = None, group: str = "") -> str:
+    """A history tile's caption: a short live status first (and `group`: which variation, or
+    "shot"), then when and the prompt."""
     status = str(take.status)
     if status == "pending":
         state = f"queued #{position}" if position else "queued"
@@ -128,18 +126,37 @@ def caption(take: storage.TakeRecord, position: int | None = None) -> str:
         state = f"running {take.step}/{take.total_steps}"
     else:
         state = STATUS_LABELS.get(status, status)
+    if group:
+        state += f" · {group}"
     star = "★ " if take.favourite else ""
     when = take.queued_at.strftime("%H:%M") if isinstance(take.queued_at, datetime) else ""
     prompt = take.prompt if len(take.prompt) <= 40 else take.prompt[:39] + "…"
     return f"{star}#{take.id} {state} · {when} · {prompt}"
 
 
-class Handlers:
+def group_labels(takes: list[storage.TakeRecord]) -> dict[int, str]:
+    """Short labels for takes that belong together: "var 2/4" within a batch of variations
+    (counted among the listed takes), "shot" for an extension that plays its whole shot."""
+    batches: dict[int, list[int]] = {}
+    for take in takes:
+        if take.batch_id:
+            batches.setdefault(take.batch_id, []).append(take.id)
+    labels = {}
+    for take in takes:
+        if take.shot_path:
+            labels[take.id] = "shot"
+        elif take.batch_id and len(batches[take.batch_id]) > 1:
+            members = sorted(batches[take.batch_id])
+            labels[take.id] = f"var {members.index(take.id) + 1}/{len(members)}"
+    return labels
+
+
+class Handlers(CreativeActions):
     """The studio's actions, bound to one store, model manager and queue."""
 
     def __init__(self, store: storage.Store, manager: Any, jobs: Jobs,
                  placeholders: dict[str, str], secrets: StudioSecrets, scratch: ScratchSpace,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, prompt_helper: Any = None) -> None:
         self.store = store
         self.manager = manager
         self.jobs = jobs
@@ -149,6 +166,7 @@ class Handlers:
         self.scratch = scratch
         self.views = ViewCopies(scratch.views)
         self.limits = limits or Limits()
+        self.prompt_helper = prompt_helper  # a pipelines.prompt_helper.PromptHelper, or None
 
     # -- variants and the form -------------------------------------------------------------------
 
@@ -230,6 +248,7 @@ class Handlers:
                                f"--weights {variant_id}=PATH_OR_HUB_ID.", "variant")
         defaults = self.defaults(variant_id) if variant_id in VARIANTS else None
         made = forms.request_from_form(form, defaults)
+        forms.variation_count(form)
         self.limits.check_work(made.request, self.manager.device())
         self._check_loras(made.request)
         return made
@@ -318,8 +337,14 @@ class Handlers:
         except storage.NotFoundError:
             return HistoryView([], [])
         positions = self.jobs.positions(owner) if any(not t.finished for t in takes) else {}
-        items = [(self._poster(t), caption(t, positions.get(t.id))) for t in takes]
-        return HistoryView(items, [t.id for t in takes])
+        hidden = self.hidden_parts(takes)  # shown inside their shot instead
+        shown = [t for t in takes if t.id not in hidden]
+        groups = group_labels(shown)
+        items = [(self._poster(t), caption(t, positions.get(t.id), groups.get(t.id, "")))
+                 for t in shown]
+        finished = [(caption(t, None, groups.get(t.id, "")), t.id) for t in shown
+                    if t.status == storage.TakeStatus.COMPLETED]
+        return HistoryView(items, [t.id for t in shown], finished)
 
     def unfinished(self, owner: str, project_id: int | None) -> int | None:
         """The project's newest take still queued or running, if any."""
@@ -395,12 +420,14 @@ class Handlers:
         take = self.store.get_take(owner, int(take_id))
         if take is None:
             return TakeView()
-        video = self.store.media_of(take, "video")
+        # an extension plays its whole shot; each part's own video is a tile of the shot's group
+        video = self.store.media_of(take, "shot") or self.store.media_of(take, "video")
         link = self.store.live_link(owner, take.id) if take.status == "completed" else None
         url = share_url(_public_base(base_url), link.token) if link else ""
         return TakeView(take.id, self.views.of(video) if video else None, details_html(take),
                         take.favourite, url, bool(link and link.include_image),
-                        bool(take.image_path), take.finished, take.decodable)
+                        bool(take.image_path), take.finished, take.decodable,
+                        bool(take.batch_id), self.group_view(take))
 
     def select_take(self, owner: str, take_ids: list[int], index: int,
                     base_url: str | None = None) -> TakeView:
@@ -413,8 +440,9 @@ class Handlers:
         """A take's settings (controls included) for the form; the next take records it."""
         take = self._take(owner, take_id)
         values = forms.form_from_recipe(Recipe.from_dict(take.request))
-        image = self.store.media_of(take, "image")
-        values["image"] = self.views.of(image) if image else None
+        for field_name, kind in (("image", "image"), ("end_image", "end_image")):
+            stored = self.store.media_of(take, kind)
+            values[field_name] = self.views.of(stored) if stored else None
         return FormFill(values, {"parent_id": take.id, "kind": "remix"},
                         f"Remixing take #{take.id}: change what you like, then Generate.")
 
@@ -494,16 +522,30 @@ class Handlers:
             self.limits.check_zero_gpu(made.request, signed_in=hosting.is_account_key(owner))
         except StudioError:
             self.scratch.discard(form.get("image"))
+            self.scratch.discard(form.get("end_image"))
             raise
         project = self.store.project_for_write(owner, project_id or None)
         parent = lineage if isinstance(lineage, dict) else {}
+        count = forms.variation_count(form)
+        if count > 1:  # a batch has no parent: each variation is a sibling of the others
+            takes = self.jobs.submit_variations(owner, project, made.recipe(), count,
+                                                image=made.image, end_image=made.end_image)
+            return Submitted(takes[0].id, project, made.notices, tuple(t.id for t in takes))
         take = self.jobs.submit(owner, project, made.recipe(), image=made.image,
-                                parent_id=parent.get("parent_id"), parent_kind=parent.get("kind"))
-        return Submitted(take.id, project, made.notices)
+                                parent_id=parent.get("parent_id"), parent_kind=parent.get("kind"),
+                                end_image=made.end_image)
+        return Submitted(take.id, project, made.notices, (take.id,))
 
     def watch(self, take_id: int) -> Iterator[TakeEvent]:
-        """The take's events until it ends."""
-        return self.jobs.watch(int(take_id))
+        """The take's events until it ends; for one of a batch of variations, then those of the
+        batch's later takes still to finish, one after another (they run in that order)."""
+        yield from self.jobs.watch(int(take_id))
+        take = self.store.find_take(int(take_id))
+        if take is None or not take.batch_id:
+            return
+        for member in self.store.batch(take.owner, take.batch_id):
+            if member.id > take.id and not member.finished:
+                yield from self.jobs.watch(member.id)
 
     def decode_again(self, owner: str, take_id: int | None) -> int:
         """Queue the selected failed take to decode the latents it kept; its id, to watch."""
@@ -532,6 +574,9 @@ def details_html(take: storage.TakeRecord) -> str:
         extra += f'<p class="take-error">{html.escape(take.error)}</p>'
     if take.parent_id:
         extra += f"<p>{html.escape(str(take.parent_kind))} of take #{take.parent_id}</p>"
+    if take.shot_path:
+        extra += ("<p>The player shows the whole shot: this take joined to the takes it "
+                  "extends, colour-matched at each seam.</p>")
     if take.media_missing:
         extra += '<p class="take-error">A media file of this take is missing on disk.</p>'
     state = STATUS_LABELS.get(str(take.status), str(take.status))

@@ -23,8 +23,8 @@ import storage
 
 from .share import SECURITY_HEADERS, image_type, serve_file
 
-MediaKind = Literal["video", "poster", "image"]
-KINDS: tuple[MediaKind, ...] = ("video", "poster", "image")
+MediaKind = Literal["video", "poster", "image", "end_image", "shot"]
+KINDS: tuple[MediaKind, ...] = ("video", "poster", "image", "end_image", "shot")
 DEFAULT_TTL_S = 6 * 3600
 MAX_TAKE_ID = 2**63 - 1
 
@@ -94,7 +94,7 @@ def media_routes(store: storage.Store, signer: MediaSigner) -> list[BaseRoute]:
             path = find_media(store, take_id, kind)
         except storage.StorageError:  # the database failed: the log says why, the link says 404
             return await missing()
-        media_type = "video/mp4" if kind == "video" else (image_type(path) if path else None)
+        media_type = "video/mp4" if kind in ("video", "shot") else (image_type(path) if path else None)
         if path is None or media_type is None:
             return await missing()
         return serve_file(path, media_type)

@@ -68,16 +68,22 @@ def build_studio(data_dir: Path, weights: Mapping[str, str], *,
                  preview_interval_s: float = 0.3, manager: ModelManager | None = None,
                  limits: Limits | None = None, save_wait_s: float = SAVE_WAIT_S,
                  database_url: str | None = None, worker: bool = True,
-                 device: str | None = None) -> Studio:
+                 device: str | None = None, prompt_model: str | Path | None = None) -> Studio:
     """Open the data folder and build the studio's services and UI (nothing loads a model yet).
 
     `database_url`: PostgreSQL shared with `app.py worker` processes (None: SQLite in the data
-    folder). `worker=False`: this process runs no takes itself, others do.
+    folder). `worker=False`: this process runs no takes itself, others do. `prompt_model`: a
+    local language model folder for "Improve prompt" (loaded now, on the CPU; None: no button).
     Raises StorageError (the folder is in use, read-only, the database unreachable or damaged)
     or ValueError (a bad setting in the environment) with a sentence, before anything is served.
     """
     data_dir = Path(data_dir)
     limits = limits or Limits.from_env()
+    helper = None
+    if prompt_model:  # a bad folder stops the start with its sentence, before anything is opened
+        from pipelines.prompt_helper import PromptHelper
+
+        helper = PromptHelper.load(prompt_model)
     store = storage.Store(storage.Database.open(data_dir, url=database_url))
     running: Worker | None = None
     try:
@@ -98,7 +104,8 @@ def build_studio(data_dir: Path, weights: Mapping[str, str], *,
                              preview_interval_s=preview_interval_s, save_wait_s=save_wait_s)
         jobs = Jobs(store, bus, scratch, limits, running)
         placeholders = write_placeholders(scratch.placeholders)
-        handlers = Handlers(store, manager, jobs, placeholders, secrets, scratch, limits)
+        handlers = Handlers(store, manager, jobs, placeholders, secrets, scratch, limits,
+                            prompt_helper=helper)
         demo = build_ui(handlers)
         if running is not None:
             running.start()
@@ -144,10 +151,10 @@ def launch_kwargs(studio: Studio, host: str, port: int) -> dict[str, Any]:
 
 def serve(data_dir: Path, weights: Mapping[str, str], host: str = "127.0.0.1",
           port: int = 7860, database_url: str | None = None, worker: bool = True,
-          device: str | None = None) -> None:
+          device: str | None = None, prompt_model: str | None = None) -> None:
     """Build the studio and serve it until interrupted."""
     studio = build_studio(data_dir, weights, database_url=database_url, worker=worker,
-                          device=device)
+                          device=device, prompt_model=prompt_model)
     studio.demo.queue(default_concurrency_limit=QUEUE_SLOTS)
     try:
         studio.demo.launch(**launch_kwargs(studio, host, port))

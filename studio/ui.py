@@ -26,6 +26,7 @@ from pipelines.variants import get_variant
 from . import forms, hosting
 from .api import register_api
 from .errors import user_errors
+from .creative import COMPARE_SYNC_JS
 from .handlers import FormFill, Handlers, HistoryView, ProjectList, TakeView
 from .progress_view import empty_preview_html, message_html, preview_html, progress_html
 from .take_events import PreviewImage, TakeEvent, TakeFinished, TakeQueued, TakeStarted
@@ -80,6 +81,7 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
         history_ids = gr.State([])
         selected = gr.State(None)  # the take the monitor and its actions refer to
         lineage = gr.State(None)
+        group_ids = gr.State([])  # the takes behind the group tiles (variations, shot parts)
 
         with gr.Row(elem_id="topbar"):
             gr.HTML('<h1 class="studio-title">Wan Studio <span>Wan2.2 video</span></h1>')
@@ -100,13 +102,31 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                 widgets["prompt"] = gr.Textbox(label="Shot", lines=3, max_lines=8, elem_id="prompt",
                                                placeholder="Subject + scene + motion, e.g. a red "
                                                "ball rolls across a meadow")
+                improve = gr.Button("Improve prompt", size="sm", elem_id="improve-prompt",
+                                    visible=handlers.prompt_helper is not None)
+                with gr.Column(visible=False, elem_id="suggestion-box") as suggestion_box:
+                    suggestion = gr.Textbox(label="Suggested shot (edit it, then use it)", lines=3,
+                                            max_lines=8, elem_id="suggestion")
+                    with gr.Row():
+                        use_suggestion = gr.Button("Use it", size="sm", variant="primary",
+                                                   elem_id="suggestion-use", min_width=80)
+                        drop_suggestion = gr.Button("Keep mine", size="sm",
+                                                    elem_id="suggestion-drop", min_width=80)
                 errors["prompt"] = _error_slot("prompt")
                 widgets["image"] = gr.Image(label="Start image", type="filepath", height=150,
                                             visible=spec.takes_image, elem_id="image",
                                             sources=["upload", "clipboard"])
+                widgets["end_image"] = gr.Image(label="End image (optional: the take ends on it)",
+                                                type="filepath", height=150,
+                                                visible=spec.takes_last_image, elem_id="end-image",
+                                                sources=["upload", "clipboard"])
                 errors["image"] = _error_slot("image")
                 with gr.Row(elem_id="actions"):
                     generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
+                    widgets["variations"] = gr.Dropdown(
+                        [("1 take", 1)] + [(f"{n} variations", n) for n in range(2, 9)], value=1,
+                        show_label=False, elem_id="variations", scale=1, min_width=120,
+                        container=False)
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
                 status = gr.HTML("", elem_id="generate-status", padding=False, container=False)
                 final_prompt = gr.Textbox(label="Final prompt (sent and stored)", interactive=False,
@@ -198,6 +218,7 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                     remix = gr.Button("Remix", size="sm", elem_id="remix", min_width=70)
                     continue_button = gr.Button("Continue", size="sm", elem_id="continue",
                                                 min_width=70)
+                    extend = gr.Button("Extend", size="sm", elem_id="extend", min_width=70)
                     favourite = gr.Button("☆ Favourite", size="sm", elem_id="favourite",
                                           min_width=90)
                     delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-take",
@@ -218,7 +239,22 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                                        min_width=70)
                 share_image = gr.Checkbox(False, label="Show the start image on the share page",
                                           elem_id="share-image", container=False, visible=False)
+                with gr.Column(visible=False, elem_id="take-group") as group_box:
+                    group = gr.Gallery(label="Variations", columns=4, height="auto",
+                                       allow_preview=False, object_fit="cover",
+                                       elem_id="group-tiles")
+                    keep_only = gr.Button("Keep only this one", size="sm", elem_id="keep-only",
+                                          visible=False, min_width=120)
                 details = gr.HTML("", elem_id="take-details")
+                with gr.Row(elem_id="compare-bar"):
+                    compare_with = gr.Dropdown([], label="Compare with", elem_id="compare-with",
+                                               scale=4, min_width=160, allow_custom_value=True)
+                    compare = gr.Button("Compare", size="sm", elem_id="compare", scale=1,
+                                        min_width=80)
+                    close_compare = gr.Button("Close", size="sm", elem_id="compare-close", scale=1,
+                                              min_width=70)
+                comparison = gr.HTML("", elem_id="comparison", js_on_load=COMPARE_SYNC_JS,
+                                     padding=False)
 
         with gr.Column(elem_id="library"):
             with gr.Row(elem_id="projects-bar"):
@@ -252,8 +288,8 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
         form_widgets = [widgets[name] for name in forms.FORM_FIELDS]
         names = {widget: name for name, widget in widgets.items()}
         take_out = [selected, video, details, favourite, share_url, share_image, revoke,
-                    decode_again]
-        history_out = [history, history_ids]
+                    decode_again, group_box, group, group_ids, keep_only]
+        history_out = [history, history_ids, compare_with]
         project_out = [project, project_id, last_project]
         form_out = [*form_widgets, lineage, status]
         slot_out = [errors[slot] for slot in forms.ERROR_SLOTS]
@@ -267,10 +303,15 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                     share_url: view.share_url,
                     share_image: gr.update(value=view.share_image, visible=view.has_image),
                     revoke: gr.update(interactive=bool(view.share_url)),
-                    decode_again: gr.update(visible=view.decodable)}
+                    decode_again: gr.update(visible=view.decodable),
+                    group_box: gr.update(visible=view.group.visible),
+                    group: gr.update(value=list(view.group.items), label=view.group.title),
+                    group_ids: list(view.group.take_ids),
+                    keep_only: gr.update(visible=view.in_batch and view.group.visible)}
 
         def history_outputs(view: HistoryView) -> dict[Any, Any]:
-            return {history: view.items, history_ids: view.take_ids}
+            return {history: view.items, history_ids: view.take_ids,
+                    compare_with: gr.update(choices=view.finished)}
 
         def project_outputs(projects: ProjectList, chosen: int | None) -> dict[Any, Any]:
             return {project: gr.update(choices=projects.choices, value=projects.selected),
@@ -286,6 +327,8 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                                                value=fill.values.get("preset") or forms.NONE)
             out[widgets["image_fit"]] = gr.update(value=fill.values.get("image_fit") or "fit",
                                                   visible=spec.takes_image)
+            out[widgets["end_image"]] = gr.update(value=fill.values.get("end_image"),
+                                                  visible=spec.takes_last_image)
             out[lineage] = fill.lineage
             out[status] = message_html(fill.message)
             return out
@@ -344,6 +387,7 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
             label = ("Start image (required)" if chosen.image_input == "required"
                      else "Start image (optional: animates it)")
             return {widgets["image"]: gr.update(visible=chosen.takes_image, label=label, value=None),
+                    widgets["end_image"]: gr.update(visible=chosen.takes_last_image, value=None),
                     size_preset: gr.update(choices=forms.size_presets(variant, defaults),
                                            value=values["size_preset"]),
                     widgets["width"]: values["width"], widgets["height"]: values["height"],
@@ -405,8 +449,11 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
             made = handlers.submit(values[owner], values[project_id], values[lineage],
                                    form_of(values))
             notices = " ".join(made.notices)
+            queued = (f"Take #{made.take_id} is queued." if len(made.take_ids) < 2 else
+                      f"{len(made.take_ids)} variations are queued: takes #{made.take_ids[0]} to "
+                      f"#{made.take_ids[-1]}, one seed each.")
             return {selected: made.take_id, lineage: None,
-                    status: message_html(f"Take #{made.take_id} is queued. {notices}".strip()),
+                    status: message_html(f"{queued} {notices}".strip()),
                     **project_outputs(handlers.projects(values[owner], made.project_id),
                                       made.project_id),
                     **history_outputs(handlers.history(values[owner], made.project_id))}
@@ -486,6 +533,33 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
         @user_errors
         def on_continue(owner_key: str, take_id: int | None) -> dict[Any, Any]:
             return fill_outputs(handlers.continue_take(owner_key, take_id))
+
+        @user_errors
+        def on_extend(owner_key: str, take_id: int | None) -> dict[Any, Any]:
+            return fill_outputs(handlers.extend(owner_key, take_id))
+
+        @user_errors
+        def on_group_select(owner_key: str, ids: list[int], evt: gr.SelectData,
+                            request: gr.Request) -> dict[Any, Any]:
+            index = evt.index if isinstance(evt.index, int) else evt.index[0]
+            return take_outputs(handlers.select_take(owner_key, ids, index, _base_url(request)))
+
+        @user_errors
+        def on_keep_only(owner_key: str, take_id: int | None, project: int | None,
+                         request: gr.Request) -> dict[Any, Any]:
+            text = handlers.keep_only(owner_key, take_id)
+            return (take_outputs(handlers.take_view(owner_key, take_id, _base_url(request)))
+                    | history_outputs(handlers.history(owner_key, project))
+                    | {status: message_html(text, "done")})
+
+        @user_errors
+        def on_compare(owner_key: str, take_id: int | None, other: Any) -> str:
+            return handlers.compare(owner_key, take_id, other)
+
+        @user_errors
+        def on_improve(values: dict[Any, Any]) -> dict[Any, Any]:
+            return {suggestion: handlers.improve_prompt(form_of(values)),
+                    suggestion_box: gr.update(visible=True)}
 
         @user_errors
         def on_remix_link(request: gr.Request) -> dict[Any, Any]:
@@ -569,7 +643,8 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
             on_variant, [widgets["variant"]],
             [widgets["image"], size_preset, widgets["width"], widgets["height"], frames_preset,
              widgets["frames"], widgets["steps"], widgets["guidance"], widgets["guidance_low"],
-             widgets["flow_shift"], widgets["preset"], widgets["image_fit"]], **quick)
+             widgets["flow_shift"], widgets["preset"], widgets["image_fit"], widgets["end_image"]],
+            **quick)
         widgets["preset"].select(on_preset, widgets["preset"],
                                  [widgets[n] for n in ("steps", "guidance", "guidance_low",
                                                        "flow_shift")], **quick)
@@ -614,6 +689,16 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
         history.select(on_select, [owner, history_ids], take_out, **private)
         remix.click(on_remix, [owner, selected], form_out, **private)
         continue_button.click(on_continue, [owner, selected], form_out, **private)
+        extend.click(on_extend, [owner, selected], form_out, **private)
+        group.select(on_group_select, [owner, group_ids], take_out, **private)
+        keep_only.click(on_keep_only, [owner, selected, project_id],
+                        [*take_out, *history_out, status], **private)
+        compare.click(on_compare, [owner, selected, compare_with], comparison, **private)
+        close_compare.click(lambda: "", None, comparison, **quick)
+        improve.click(on_improve, set(form_widgets), [suggestion, suggestion_box], **private)
+        use_suggestion.click(lambda text: (text, gr.update(visible=False)), suggestion,
+                             [widgets["prompt"], suggestion_box], **quick)
+        drop_suggestion.click(lambda: gr.update(visible=False), None, suggestion_box, **quick)
         favourite.click(on_favourite, [owner, selected, project_id], [*take_out, *history_out],
                         **private)
         delete.click(ask(delete_confirm), None, delete_confirm, **quick)
