@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 ImageInput = Literal["none", "required", "optional"]
 
@@ -150,3 +150,12 @@ def get_variant(variant_id: str) -> VariantSpec:
     except KeyError:
         known = ", ".join(VARIANTS)
         raise ValueError(f"Unknown variant {variant_id!r}; choose one of: {known}.") from None
+
+
+def continue_variant(available: Sequence[str]) -> str:
+    """Which variant continues a take from its last frame: the first available one that takes
+    an image, preferring the variant table's order (the image-to-video expert pair first)."""
+    for spec in VARIANTS.values():
+        if spec.continues_takes and spec.id in available:
+            return spec.id
+    return next(spec.id for spec in VARIANTS.values() if spec.continues_takes)

@@ -22,7 +22,7 @@ import storage
 from pipelines.errors import RequestError, StudioError
 from pipelines.recipe import Recipe
 from pipelines.request import MAX_SEED, VariantDefaults
-from pipelines.variants import VARIANTS
+from pipelines.variants import VARIANTS, continue_variant  # noqa: F401  (tests import it from here)
 
 from . import forms, hosting
 from .creative import CreativeActions, GroupView
@@ -582,15 +582,6 @@ def details_html(take: storage.TakeRecord) -> str:
     state = STATUS_LABELS.get(str(take.status), str(take.status))
     return (f'<div class="take-details" data-take="{take.id}"><h4>Take #{take.id} · '
             f'{html.escape(state)}</h4>{extra}<table>{body}</table></div>')
-
-
-def continue_variant(available: list[str]) -> str:
-    """Which variant continues a take from its last frame: the first available one that takes
-    an image, preferring the variant table's order (the image-to-video expert pair first)."""
-    for spec in VARIANTS.values():
-        if spec.continues_takes and spec.id in available:
-            return spec.id
-    return next(spec.id for spec in VARIANTS.values() if spec.continues_takes)
 
 
 def _public_base(request_base: str | None) -> str:
