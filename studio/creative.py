@@ -19,7 +19,7 @@ import gradio as gr
 import storage
 from pipelines.errors import RequestError
 from pipelines.recipe import Recipe, recipe_differences
-from pipelines.variants import get_variant
+from pipelines.variants import continue_variant, get_variant
 
 from . import forms
 from .shots import shot_parts_of
@@ -95,8 +95,6 @@ class CreativeActions:
         """The form for an extension: the take's recipe, its last frame as the start image, an
         image-taking variant (its own when it takes images); the lineage says "extend"."""
         from pipelines.video import last_frame
-
-        from .handlers import continue_variant
 
         take = self._take(owner, take_id)
         video = self.store.media_of(take, "video")

@@ -22,7 +22,7 @@ import storage
 from pipelines.errors import RequestError, StudioError
 from pipelines.recipe import Recipe
 from pipelines.request import MAX_SEED, VariantDefaults
-from pipelines.variants import VARIANTS, continue_variant  # noqa: F401  (tests import it from here)
+from pipelines.variants import VARIANTS, continue_variant
 
 from . import forms, hosting
 from .creative import CreativeActions, GroupView

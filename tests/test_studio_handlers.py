@@ -18,7 +18,7 @@ from pipelines.recipe import Recipe
 from pipelines.request import DEFAULT_NEGATIVE_PROMPT, VariantDefaults
 from pipelines.variants import get_variant
 from studio import forms
-from studio.handlers import continue_variant
+from pipelines.variants import continue_variant
 from studio.owners import browser_state_secret, check_owner_key, ensure_owner_key, new_owner_key
 from studio.progress_view import animated_webp, progress_html
 from studio.server import Studio, build_studio, launch_kwargs
