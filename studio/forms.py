@@ -273,4 +273,6 @@ def settings_summary(recipe: Recipe) -> list[tuple[str, str]]:
                                           else "Guidance", guidance),
             ("Flow shift", f"{request.flow_shift:g}"), ("Prompt", request.prompt),
             *((("Weights", recipe.weights),) if recipe.weights else ()),
-            *((("Memory profile", recipe.profile),) if recipe.profile else ()), *extras]
+            *((("Memory profile", recipe.profile),) if recipe.profile else ()),
+            *((("End image", "the take ends on its stored end image"),) if recipe.end_image else ()),
+            *extras]

@@ -339,7 +339,7 @@ class Handlers(CreativeActions):
         positions = self.jobs.positions(owner) if any(not t.finished for t in takes) else {}
         hidden = self.hidden_parts(takes)  # shown inside their shot instead
         shown = [t for t in takes if t.id not in hidden]
-        groups = group_labels(shown)
+        groups = group_labels(takes)
         items = [(self._poster(t), caption(t, positions.get(t.id), groups.get(t.id, "")))
                  for t in shown]
         finished = [(caption(t, None, groups.get(t.id, "")), t.id) for t in shown

@@ -240,7 +240,7 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                 share_image = gr.Checkbox(False, label="Show the start image on the share page",
                                           elem_id="share-image", container=False, visible=False)
                 with gr.Column(visible=False, elem_id="take-group") as group_box:
-                    group = gr.Gallery(label="Variations", columns=4, height="auto",
+                    group = gr.Gallery(label="Variations", columns=4, height=210,
                                        allow_preview=False, object_fit="cover",
                                        elem_id="group-tiles")
                     keep_only = gr.Button("Keep only this one", size="sm", elem_id="keep-only",
@@ -629,6 +629,9 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
         # the settings whenever focus merely passes through.
         private = {"api_visibility": "private"}
         quick = {"queue": False, "show_progress": "hidden", **private}
+        # a failed event marks its outputs with an error overlay that blocks them until their
+        # next update; actions answer with a toast and the status line instead
+        acts = {"show_progress": "hidden", **private}
         watch_args = dict(fn=on_watch, inputs=[owner, selected, project_id],
                           outputs=[status, preview, progress, *take_out, *history_out],
                           concurrency_limit=WATCHERS, concurrency_id="watch",
@@ -673,42 +676,46 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                            **private).success(**watch_args)
 
         project.input(on_switch_project, [owner, project],
-                      [project_id, last_project, *history_out, *take_out], **private)
+                      [project_id, last_project, *history_out, *take_out], **acts)
         create_project.click(on_create_project, [owner, project_name],
-                             [*project_out, *history_out, *take_out, project_name], **private)
+                             [*project_out, *history_out, *take_out, project_name], **acts)
         rename_project.click(on_rename_project, [owner, project_id, project_name],
-                             [*project_out, project_name], **private)
+                             [*project_out, project_name], **acts)
         delete_project.click(ask(project_confirm), None, project_confirm, **quick)
         project_no.click(dismiss(project_confirm), None, project_confirm, **quick)
         project_yes.click(on_delete_project, [owner, project_id],
-                          [*project_out, *history_out, *take_out, project_confirm], **private)
+                          [*project_out, *history_out, *take_out, project_confirm], **acts)
 
-        export_project.click(on_export, [owner, project_id], export_file, **private)
+        export_project.click(on_export, [owner, project_id], export_file, **acts)
         import_project.upload(on_import, [owner, import_project],
-                              [*project_out, *history_out, *take_out, status], **private)
-        history.select(on_select, [owner, history_ids], take_out, **private)
-        remix.click(on_remix, [owner, selected], form_out, **private)
-        continue_button.click(on_continue, [owner, selected], form_out, **private)
-        extend.click(on_extend, [owner, selected], form_out, **private)
-        group.select(on_group_select, [owner, group_ids], take_out, **private)
+                              [*project_out, *history_out, *take_out, status], **acts)
+        history.select(on_select, [owner, history_ids], take_out, **acts)
+        remix.click(on_remix, [owner, selected], form_out, **acts)
+        continue_button.click(on_continue, [owner, selected], form_out, **acts)
+        extend.click(on_extend, [owner, selected], form_out, **acts)
+        group.select(on_group_select, [owner, group_ids], take_out, **acts)
         keep_only.click(on_keep_only, [owner, selected, project_id],
-                        [*take_out, *history_out, status], **private)
-        compare.click(on_compare, [owner, selected, compare_with], comparison, **private)
+                        [*take_out, *history_out, status], **acts)
+        compare.click(on_compare, [owner, selected, compare_with], comparison, **acts)
         close_compare.click(lambda: "", None, comparison, **quick)
-        improve.click(on_improve, set(form_widgets), [suggestion, suggestion_box], **private)
+        # a real language model takes seconds: the button says it is working meanwhile
+        improve.click(lambda: gr.update(value="Improving…", interactive=False), None, improve,
+                      **quick).then(on_improve, set(form_widgets), [suggestion, suggestion_box],
+                                    **acts).then(
+            lambda: gr.update(value="Improve prompt", interactive=True), None, improve, **quick)
         use_suggestion.click(lambda text: (text, gr.update(visible=False)), suggestion,
                              [widgets["prompt"], suggestion_box], **quick)
         drop_suggestion.click(lambda: gr.update(visible=False), None, suggestion_box, **quick)
         favourite.click(on_favourite, [owner, selected, project_id], [*take_out, *history_out],
-                        **private)
+                        **acts)
         delete.click(ask(delete_confirm), None, delete_confirm, **quick)
         delete_no.click(dismiss(delete_confirm), None, delete_confirm, **quick)
         delete_yes.click(on_delete, [owner, selected, project_id],
-                         [*take_out, *history_out, delete_confirm], **private)
-        share.click(on_share, [owner, selected, share_image], take_out, **private)
+                         [*take_out, *history_out, delete_confirm], **acts)
+        share.click(on_share, [owner, selected, share_image], take_out, **acts)
         share_image.input(on_share_image, [owner, selected, share_image, share_url], take_out,
-                          **private)
-        revoke.click(on_revoke, [owner, selected], [*take_out, status], **private)
+                          **acts)
+        revoke.click(on_revoke, [owner, selected], [*take_out, status], **acts)
         demo.load(on_remix_link, None, form_out, **private)
 
         register_api(handlers, GENERATION_SLOT, WATCHERS)
