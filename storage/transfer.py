@@ -81,6 +81,7 @@ def export_project(session: Session, owner: str, project_id: int, zip_path: str 
             "queued_at": _iso(take.queued_at), "started_at": _iso(take.started_at),
             "finished_at": _iso(take.finished_at), "parent": keys.get(take.parent_id or -1),
             "parent_kind": take.parent_kind if take.parent_id in keys else None,
+            "batch": keys.get(take.batch_id or -1),  # variations: the key of the batch's first
             "favourite": bool(take.favourite), "files": stored,
         })
     manifest = {
@@ -137,6 +138,9 @@ def import_project(session: Session, owner: str, zip_path: str | os.PathLike[str
             session.add(take)
             session.flush()
             new_ids[entry["key"]] = take.id
+            batch = entry.get("batch")  # an earlier take's key (or its own): ignored otherwise
+            if isinstance(batch, int) and not isinstance(batch, bool) and batch in new_ids:
+                take.batch_id = new_ids[batch]
             for kind, member in plan[entry["key"]]:
                 with _open_member(archive, member) as stream:
                     relative = filehooks.stage(session, project.id, take.id, kind, stream)

@@ -234,7 +234,8 @@ def storage_finder(store: Store) -> Finder:
         if shared is None:
             return None
         take, link = shared
-        video = store.media_of(take, "video")
+        # an extension's link shares its whole shot, as the studio's player shows it
+        video = store.media_of(take, "shot") or store.media_of(take, "video")
         if take.status != TakeStatus.COMPLETED or video is None or take.media_missing:
             return None  # a page whose video is gone answers 404, as its video does
         try:

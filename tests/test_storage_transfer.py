@@ -429,3 +429,31 @@ def test_damaged_exports_are_refused_with_a_sentence_never_a_crash(source, tmp_p
         with other.read_session() as s, s.begin():
             assert storage.list_projects(s, "bob") == []
         assert [p for p in other.media.root.rglob("*") if p.is_file()] == []
+
+
+def test_end_images_shots_and_batches_survive_a_round_trip(tmp_path: Path, migrated: Path) -> None:
+    db = open_copy(tmp_path / "source", migrated)
+    with db.session() as s, s.begin():
+        project = storage.create_project(s, "alice", "Shots")
+        first = storage.add_take(s, "alice", project.id, REQUEST, image=png(), end_image=png(),
+                                 starts_batch=True)
+        second = storage.add_take(s, "alice", project.id, {**REQUEST, "seed": 12},
+                                  batch_id=first.id)
+        for take in (first, second):
+            storage.start_take(s, "alice", take.id)
+            storage.finish_take(s, "alice", take.id, "completed", video=MP4, poster=JPEG)
+        child = storage.add_take(s, "alice", project.id, REQUEST, parent_id=first.id,
+                                 parent_kind="extend")
+        storage.start_take(s, "alice", child.id)
+        storage.finish_take(s, "alice", child.id, "completed", video=MP4, poster=JPEG)
+        storage.set_shot(s, child.id, MP4)
+        archive = storage.export_project(s, "alice", project.id, tmp_path / "shots.zip")
+    db.close()
+    with open_copy(tmp_path / "target", migrated) as other, other.session() as s, s.begin():
+        imported = storage.import_project(s, "bob", archive)
+        a, b, c = reversed(storage.list_takes(s, "bob", imported.id))
+        media = other.media
+        assert a.end_image_path and media.exists(a.end_image_path)
+        assert c.shot_path and media.resolve(c.shot_path).read_bytes() == MP4
+        assert a.batch_id == a.id and b.batch_id == a.id, "the batch is kept"
+        assert c.parent_id == a.id and c.parent_kind == "extend" and c.batch_id is None

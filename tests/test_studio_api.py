@@ -140,6 +140,8 @@ def test_listing_stays_available_while_a_job_runs(served) -> None:
     ((settings(prompt="", light_source=""), None), "Write a prompt"),
     ((settings(mood="sad"), None), "Unknown settings: mood"),
     ((settings(image="not a data url"), None), "data URL"),
+    ((settings(end_image="not a data url"), None), "end_image must be a data URL"),
+    ((settings(variations=9), None), "Variations must be a whole number from 1 to 8"),
     ((settings(), "short"), "16-128 characters"),
     ((settings(camera_movement="zoom"), None), "not a camera movement"),
 ])
@@ -165,3 +167,17 @@ def test_loras_must_be_the_studio_s_own_files(served) -> None:
                            new_owner_key(), api_name="/generate")
     with pytest.raises(Exception, match="speed.cache must be one of"):
         client.predict(settings(speed={"cache": "warp"}), new_owner_key(), api_name="/generate")
+
+
+def test_variations_stream_each_take_of_the_batch_in_turn(served) -> None:
+    _, client, _ = served
+    owner = new_owner_key()
+    updates = list(client.submit(settings(variations=2, seed=11), owner, api_name="/generate"))
+    queued = next(u for u in updates if u["event"] == "queued")
+    first, second = queued["take_ids"]
+    done = [u for u in updates if u["event"] == "done"]
+    assert [u["take_id"] for u in done] == [first, second]
+    assert [u["take"]["seed"] for u in done] == [11, 12]
+    assert {u["take"]["batch_id"] for u in done} == {first}
+    steps = [u["take_id"] for u in updates if u["event"] == "step"]
+    assert steps == [first] * TINY["steps"] + [second] * TINY["steps"], "steps name their take"
