@@ -182,8 +182,24 @@ def delete_take(session: Session, owner: str, take_id: int) -> None:
     take = take_row(session, owner, take_id)
     if take.status in [s.value for s in UNFINISHED]:
         raise TransitionError("This take is still generating; cancel it before deleting it.")
+    _drop_shots_through(session, take)
     session.execute(delete(Take).where(Take.id == take.id))
     filehooks.remove_after_commit(session, MediaStore.take_relative(take.project_id, take.id))
+
+
+def _drop_shots_through(session: Session, take: Take) -> None:
+    """Remove the assembled shots that hold a take being deleted: those of the extensions that
+    grew from it (its frames and recipe are in them). Each extension keeps its own video."""
+    frontier, seen = [take.id], {take.id}
+    while frontier:
+        children = session.scalars(select(Take).where(Take.parent_id.in_(frontier),
+                                                      Take.parent_kind == "extend")).all()
+        frontier = [child.id for child in children if child.id not in seen]
+        seen.update(frontier)
+        for child in children:
+            if child.shot_path:
+                filehooks.remove_after_commit(session, child.shot_path)
+                child.shot_path = None
 
 
 def get_take(session: Session, owner: str, take_id: int) -> TakeRecord | None:

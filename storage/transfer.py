@@ -65,6 +65,11 @@ def export_project(session: Session, owner: str, project_id: int, zip_path: str 
     media = filehooks.media_of(session)
     takes = session.scalars(select(Take).where(Take.project_id == project.id).order_by(Take.id)).all()
     keys = {take.id: index for index, take in enumerate(takes, start=1)}
+    # a batch is named by its earliest take still here (its first may have been deleted)
+    batch_keys: dict[int, int] = {}
+    for take in takes:
+        if take.batch_id is not None:
+            batch_keys.setdefault(take.batch_id, keys[take.id])
     entries, files = [], []
     for take in takes:
         key = keys[take.id]
@@ -81,7 +86,7 @@ def export_project(session: Session, owner: str, project_id: int, zip_path: str 
             "queued_at": _iso(take.queued_at), "started_at": _iso(take.started_at),
             "finished_at": _iso(take.finished_at), "parent": keys.get(take.parent_id or -1),
             "parent_kind": take.parent_kind if take.parent_id in keys else None,
-            "batch": keys.get(take.batch_id or -1),  # variations: the key of the batch's first
+            "batch": batch_keys.get(take.batch_id) if take.batch_id is not None else None,
             "favourite": bool(take.favourite), "files": stored,
         })
     manifest = {
