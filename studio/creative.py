@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 import gradio as gr
 
 import storage
+from storage.validation import MAX_PAGE
 from pipelines.errors import RequestError
-from pipelines.recipe import Recipe, recipe_differences
+from pipelines.recipe import Recipe, file_sha256, recipe_differences
 from pipelines.variants import continue_variant, get_variant
 
 from . import forms
@@ -115,7 +116,7 @@ class CreativeActions:
         values.update(variant=variant_id, image=str(image), end_image=None, seed=-1,
                       variations=1)
         return forms.FormFill(
-            values, {"parent_id": take.id, "kind": "extend"},
+            values, {"parent_id": take.id, "kind": "extend", "frame": file_sha256(image)},
             f"Extending take #{take.id} from its last frame with {variant_id}: keep the shot or "
             "say what happens next, then Generate. When it finishes, the parts are joined into "
             "one longer shot.")
@@ -150,15 +151,18 @@ class CreativeActions:
         if not take.batch_id:
             raise gr.Error("This take is not one of a batch of variations.")
         others = [member for member in self.store.batch(owner, take.batch_id) if member.id != take.id]
-        waiting = [member.id for member in others if not member.finished]
+        # never lost by this button: takes still running, favourites, and takes something grew
+        # from (a remix, a continuation, the start of a longer shot)
+        grown_from = {t.parent_id for t in self.store.list_takes(owner, take.project_id,
+                                                                 limit=MAX_PAGE)}
+        kept = {member.id: why for member in others if (why := _kept_because(member, grown_from))}
         for member in others:
-            if member.finished:
+            if member.id not in kept:
                 self.store.delete_take(owner, member.id)
-        removed = len(others) - len(waiting)
+        removed = len(others) - len(kept)
         text = f"Kept take #{take.id}; deleted {removed} other variation{'s' * (removed != 1)}."
-        if waiting:
-            text += (f" Still queued or running, so kept: {', '.join(f'#{i}' for i in waiting)} "
-                     "(cancel them to drop them).")
+        if kept:
+            text += " Also kept: " + "; ".join(f"#{i} ({why})" for i, why in kept.items()) + "."
         return text
 
     # -- compare -----------------------------------------------------------------------------------
@@ -166,7 +170,8 @@ class CreativeActions:
     def compare(self, owner: str, take_id: int | None, other_id: Any) -> str:
         """Two finished takes side by side (played together) and the fields that differ."""
         first = self._take(owner, take_id)
-        if other_id in (None, "") or not str(other_id).isdigit():
+        text = str(other_id if other_id is not None else "")
+        if not (text.isascii() and text.isdigit() and len(text) <= 19):
             raise gr.Error("Pick a take to compare the selected one with.")
         second = self._take(owner, int(other_id))
         if first.id == second.id:
@@ -202,6 +207,17 @@ class CreativeActions:
         controls = forms.controls_from_form(form)
         image = forms.image_mode(str(form.get("variant") or ""), form.get("image"))
         return self.prompt_helper.improve(str(form.get("prompt") or ""), controls, image)
+
+
+def _kept_because(take: storage.TakeRecord, grown_from: set[int | None]) -> str:
+    """Why "Keep only this one" leaves a sibling alone ("" when it may go)."""
+    if not take.finished:
+        return "still queued or running"
+    if take.favourite:
+        return "a favourite"
+    if take.id in grown_from:
+        return "other takes grew from it"
+    return ""
 
 
 def _state(take: storage.TakeRecord) -> str:

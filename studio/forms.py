@@ -148,7 +148,8 @@ def variation_count(form: Mapping[str, Any]) -> int:
     value = form.get("variations")
     if value in (None, ""):
         return 1
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() \
+            and len(value.strip()) <= 3:  # '²' is a digit to str.isdigit, not to int()
         value = int(value.strip())
     if isinstance(value, float) and value.is_integer():
         value = int(value)

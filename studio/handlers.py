@@ -20,7 +20,7 @@ import gradio as gr
 
 import storage
 from pipelines.errors import RequestError, StudioError
-from pipelines.recipe import Recipe
+from pipelines.recipe import Recipe, file_sha256
 from pipelines.request import MAX_SEED, VariantDefaults
 from pipelines.variants import VARIANTS, continue_variant
 
@@ -347,14 +347,15 @@ class Handlers(CreativeActions):
         return HistoryView(items, [t.id for t in shown], finished)
 
     def unfinished(self, owner: str, project_id: int | None) -> int | None:
-        """The project's newest take still queued or running, if any."""
+        """The project's oldest take still queued or running, if any (the one that runs first;
+        watching it follows the rest of its batch)."""
         if not project_id:
             return None
         try:
             takes = self.store.list_takes(owner, project_id, limit=HISTORY_LIMIT)
         except storage.NotFoundError:
             return None
-        return next((t.id for t in takes if not t.finished), None)
+        return next((t.id for t in reversed(takes) if not t.finished), None)
 
     def _poster(self, take: storage.TakeRecord) -> str:
         poster = self.store.media_of(take, "poster")
@@ -520,13 +521,13 @@ class Handlers(CreativeActions):
         try:
             made = self.request(form)
             self.limits.check_zero_gpu(made.request, signed_in=hosting.is_account_key(owner))
-        except StudioError:
+            count = forms.variation_count(form)
+            parent = checked_lineage(lineage, made.image, count)
+            project = self.store.project_for_write(owner, project_id or None)
+        except Exception:  # refused or failed before the queue took the images: let them go
             self.scratch.discard(form.get("image"))
             self.scratch.discard(form.get("end_image"))
             raise
-        project = self.store.project_for_write(owner, project_id or None)
-        parent = lineage if isinstance(lineage, dict) else {}
-        count = forms.variation_count(form)
         if count > 1:  # a batch has no parent: each variation is a sibling of the others
             takes = self.jobs.submit_variations(owner, project, made.recipe(), count,
                                                 image=made.image, end_image=made.end_image)
@@ -560,6 +561,21 @@ class Handlers(CreativeActions):
         if take_id and self.jobs.cancel(owner, int(take_id)):
             return message_html(f"Cancelling take #{take_id}…", "notice")
         return message_html("There is no queued or running take to cancel.", "notice")
+
+
+def checked_lineage(lineage: Any, image: str | None, count: int) -> dict[str, Any]:
+    """The lineage the next take records. An extension must be one take that starts from its
+    parent's last frame; one whose start image was changed is recorded as a remix instead (it is
+    not the same shot, so it must not be joined to the parent)."""
+    parent = dict(lineage) if isinstance(lineage, dict) else {}
+    if parent.get("kind") != "extend":
+        return parent
+    if count > 1:
+        raise RequestError("An extension is one take: set the number of takes to 1, then "
+                           "Generate.", "variations")
+    if not image or file_sha256(image) != parent.get("frame"):
+        return {"parent_id": parent.get("parent_id"), "kind": "remix"}
+    return {"parent_id": parent.get("parent_id"), "kind": "extend"}
 
 
 def details_html(take: storage.TakeRecord) -> str:

@@ -19,6 +19,8 @@ from pipelines.recipe import MAX_PARTS, Recipe
 
 log = logging.getLogger(__name__)
 
+MAX_SHOT_BYTES = 6 * 2**30  # frames held at once while joining (720p x 81 frames is 0.2 GiB a part)
+
 
 def shot_parts_of(store: storage.Store, take: storage.TakeRecord) -> list[storage.TakeRecord]:
     """The takes of the shot that `take` ends: its chain of extensions back to where it began."""
@@ -44,11 +46,16 @@ def assemble_shot(store: storage.Store, take: storage.TakeRecord) -> storage.Tak
         raise ShotError("The take this one extends was deleted, so there is no shot to join.")
     if len(parts) > MAX_PARTS:
         raise ShotError(f"A shot joins at most {MAX_PARTS} parts; this chain has {len(parts)}.")
+    recipes = [Recipe.from_dict(part.request) for part in parts]
+    frame_bytes = sum(r.request.frames * r.request.width * r.request.height * 3 for r in recipes)
+    if frame_bytes > MAX_SHOT_BYTES:  # every part is decoded into memory to be joined
+        raise ShotError(f"This shot's {len(parts)} parts come to {frame_bytes / 2**30:.1f} GiB of "
+                        f"frames, more than the {MAX_SHOT_BYTES / 2**30:.0f} GiB a shot is joined "
+                        "in; each part is kept as its own take.")
     videos = [store.media_of(part, "video") for part in parts]
     if any(video is None for video in videos):
         raise ShotError("A part of the shot has no video in the media folder, so it was not "
                         "assembled.")
     with tempfile.TemporaryDirectory(prefix="wan-shot-") as tmp:
-        shot = assemble_mp4(videos, Path(tmp) / "shot.mp4",
-                            [Recipe.from_dict(part.request) for part in parts])
+        shot = assemble_mp4(videos, Path(tmp) / "shot.mp4", recipes)
         return store.set_shot(take.id, shot)

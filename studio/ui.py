@@ -342,10 +342,13 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                             preview: empty_preview_html("Waiting for a free worker…"),
                             progress: ""}
                 case TakeStarted(take_id=take_id, total=total):
+                    # the monitor and its actions (Cancel too) follow the take that runs now: in
+                    # a batch of variations, each in turn
                     return {status: message_html(f"Take #{take_id} is running."),
                             preview: empty_preview_html("Loading the model, then the first "
                                                         "denoising step…"),
-                            progress: progress_html(0, total, None, 0.0, None)}
+                            progress: progress_html(0, total, None, 0.0, None)} | take_outputs(
+                        handlers.take_view(owner_key, take_id, base))
                 case StepEvent():
                     return {progress: progress_html(event.index, event.total, event.expert,
                                                     event.elapsed_s, event.eta_s)}
@@ -539,12 +542,6 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
             return fill_outputs(handlers.extend(owner_key, take_id))
 
         @user_errors
-        def on_group_select(owner_key: str, ids: list[int], evt: gr.SelectData,
-                            request: gr.Request) -> dict[Any, Any]:
-            index = evt.index if isinstance(evt.index, int) else evt.index[0]
-            return take_outputs(handlers.select_take(owner_key, ids, index, _base_url(request)))
-
-        @user_errors
         def on_keep_only(owner_key: str, take_id: int | None, project: int | None,
                          request: gr.Request) -> dict[Any, Any]:
             text = handlers.keep_only(owner_key, take_id)
@@ -693,7 +690,7 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
         remix.click(on_remix, [owner, selected], form_out, **acts)
         continue_button.click(on_continue, [owner, selected], form_out, **acts)
         extend.click(on_extend, [owner, selected], form_out, **acts)
-        group.select(on_group_select, [owner, group_ids], take_out, **acts)
+        group.select(on_select, [owner, group_ids], take_out, **acts)
         keep_only.click(on_keep_only, [owner, selected, project_id],
                         [*take_out, *history_out, status], **acts)
         compare.click(on_compare, [owner, selected, compare_with], comparison, **acts)

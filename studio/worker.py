@@ -228,18 +228,17 @@ class Worker:
     def _attempt(self, job: _Job, context: contextvars.Context | None) -> TakeFinished | None:
         take = job.take
         request = job.recipe.request
-        if take.image_path:
-            image = self.store.media_of(take, "image")
-            if image is None:
-                return self._end(take, "failed", "This take's start image is missing from the "
+        # the stored start and end images go back into the request as files the engine reads
+        for kind, stored, field_name, which in (("image", take.image_path, "image_path", "start"),
+                                                ("end_image", take.end_image_path,
+                                                 "last_image_path", "end")):
+            if not stored:
+                continue
+            path = self.store.media_of(take, kind)
+            if path is None:
+                return self._end(take, "failed", f"This take's {which} image is missing from the "
                                  "media folder; upload it again and generate a new take.")
-            request = replace(request, image_path=str(image))
-        if take.end_image_path:
-            end_image = self.store.media_of(take, "end_image")
-            if end_image is None:
-                return self._end(take, "failed", "This take's end image is missing from the "
-                                 "media folder; upload it again and generate a new take.")
-            request = replace(request, last_image_path=str(end_image))
+            request = replace(request, **{field_name: str(path)})
         latents = self._kept_latents(take)
         self.bus.publish(take.id, TakeStarted(take.id, request.steps))
         beat = threading.Thread(target=self._heartbeat, args=(job,), name=f"lease-{take.id}",
@@ -398,6 +397,9 @@ class Worker:
         except (StudioError, storage.StorageError, OSError) as exc:
             log.warning("take %s: the shot was not assembled: %s", take.id, exc)
             return take, [*notices, f"The longer shot was not assembled: {exc}"]
+        except Exception:  # noqa: BLE001 - the take is saved already; only its shot is lost
+            log.exception("take %s: the shot was not assembled", take.id)
+            return take, [*notices, "The longer shot was not assembled; the take itself is kept."]
 
     def _end(self, take: storage.TakeRecord, status: str, error: str,
              message: str | None = None) -> TakeFinished:

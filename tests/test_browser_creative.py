@@ -43,6 +43,13 @@ def tiles(page, elem_id: str) -> list[str]:
                          ".map(t => t.innerText.trim())")
 
 
+def next_take_done(page, previous: str) -> None:
+    """Wait until a take other than `previous` is shown and the status says it is done."""
+    page.wait_for_function(f"document.querySelector('#take-details .take-details')?.dataset.take "
+                           f"!== '{previous}' && document.querySelector('#generate-status')"
+                           f"?.innerText.includes('done')", timeout=180_000)
+
+
 def upload(page, button: str, path: Path) -> None:
     """Pick a file through an upload button's file chooser, as a person does."""
     with page.expect_file_chooser() as chooser:
@@ -109,9 +116,7 @@ def test_extend_grows_a_take_into_one_shot_in_the_history(browser, server: Serve
     assert page.input_value("#prompt textarea") == "a red ball rolls across the meadow"
     tiny(page)
     page.click("#generate")
-    page.wait_for_function(f"document.querySelector('#take-details .take-details')?.dataset.take "
-                           f"!== '{parent}' && document.querySelector('#generate-status')"
-                           f"?.innerText.includes('done')", timeout=180_000)
+    next_take_done(page, parent)
     child = shown_take(page)
     assert "whole shot" in page.inner_text("#take-details")
     assert page.is_visible("#take-group") and len(tiles(page, "group-tiles")) == 2
@@ -133,9 +138,7 @@ def test_compare_plays_two_takes_together_and_lists_what_differs(browser, server
     first = shown_take(page)
     page.fill("#seed input", "99")
     generate(page, "a ball at dusk")
-    page.wait_for_function(f"document.querySelector('#take-details .take-details')?.dataset.take "
-                           f"!== '{first}' && document.querySelector('#generate-status')"
-                           f"?.innerText.includes('done')", timeout=180_000)
+    next_take_done(page, first)
     page.click("#compare-with input")
     page.get_by_role("option", name=f"#{first} done", exact=False).click()
     page.click("#compare")

@@ -118,7 +118,7 @@ def test_extend_twice_makes_one_shot_with_every_part(studio: Studio, owner: tupl
     key, project_id = owner
     root = finish(studio, key, submit(studio, owner).take_id)
     fill = studio.handlers.extend(key, root.id)
-    assert fill.lineage == {"parent_id": root.id, "kind": "extend"}
+    assert fill.lineage["parent_id"] == root.id and fill.lineage["kind"] == "extend"
     assert fill.values["variant"] == "i2v-a14b" and Path(fill.values["image"]).is_file()
     assert fill.values["prompt"] == "a red ball rolls across the meadow", "the same shot"
     form = {**form_values(), **fill.values, "width": 64, "height": 64, "frames": 9, "steps": 6}
@@ -150,6 +150,29 @@ def test_extend_twice_makes_one_shot_with_every_part(studio: Studio, owner: tupl
     assert view.group.kind == "shot" and view.group.take_ids == (root.id, child.id, grandchild.id)
     assert "shot" in history.items[history.take_ids.index(grandchild.id)][1]
     assert "whole shot" in view.details
+
+    # deleting a part takes it out of every shot that holds it; the takes keep their own videos
+    studio.handlers.delete_take(key, child.id)
+    after = studio.store.get_take(key, grandchild.id)
+    assert after.shot_path is None and studio.store.media_of(after, "video") is not None
+    assert root.id in studio.handlers.history(key, project_id).take_ids, "no longer hidden"
+
+
+def test_an_extension_whose_start_image_was_changed_is_a_remix_not_a_shot(
+        studio: Studio, owner: tuple[str, int], tmp_path: Path) -> None:
+    key, project_id = owner
+    root = finish(studio, key, submit(studio, owner).take_id)
+    fill = studio.handlers.extend(key, root.id)
+    other = picture(tmp_path / "other.png", (10, 200, 10))
+    form = {**form_values(), **fill.values, "width": 64, "height": 64, "frames": 9, "steps": 6,
+            "image": other}
+    child = finish(studio, key, studio.handlers.submit(key, project_id, fill.lineage, form).take_id)
+    assert child.parent_kind == "remix" and child.shot_path is None
+    with pytest.raises(RequestError, match="An extension is one take") as caught:
+        studio.handlers.submit(key, project_id, studio.handlers.extend(key, root.id).lineage,
+                               {**form, "image": studio.handlers.extend(key, root.id).values["image"],
+                                "variations": 2})
+    assert caught.value.field == "variations"
 
 
 def test_extending_an_unfinished_or_missing_take_gets_a_sentence(
@@ -192,7 +215,24 @@ def test_variations_queue_one_batch_with_consecutive_seeds_and_keep_one(
     assert not studio.handlers.take_view(key, made.take_ids[1]).group.visible
 
 
-@pytest.mark.parametrize("count", [0, 9, 2.5, "lots", True])
+def test_keep_only_spares_favourites_and_takes_others_grew_from(
+        studio: Studio, owner: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    key, project_id = owner
+    monkeypatch.setattr(studio.jobs, "limits", replace(studio.jobs.limits, max_queued=8))
+    made = submit(studio, owner, variations=4)
+    list(studio.handlers.watch(made.take_id))
+    first, second, third, fourth = made.take_ids
+    studio.store.set_favourite(key, second, True)
+    remix = studio.handlers.remix(key, third)
+    finish(studio, key, studio.handlers.submit(key, project_id, remix.lineage,
+                                               {**form_values(), **remix.values}).take_id)
+    text = studio.handlers.keep_only(key, fourth)
+    assert "deleted 1 other variation." in text
+    assert f"#{second} (a favourite)" in text and f"#{third} (other takes grew from it)" in text
+    assert [t.id for t in studio.store.batch(key, first)] == [second, third, fourth]
+
+
+@pytest.mark.parametrize("count", [0, 9, 2.5, "lots", True, "²", "9" * 5000])
 def test_a_bad_number_of_variations_gets_a_sentence(studio: Studio, owner: tuple[str, int],
                                                     count: Any) -> None:
     check = studio.handlers.check(form_values(variations=count))
@@ -238,6 +278,7 @@ def test_compare_shows_both_videos_and_only_the_fields_that_differ(
 
 @pytest.mark.parametrize(("other", "words"), [
     (None, "Pick a take to compare"), ("", "Pick a take to compare"), ("x' onerror", "Pick a take"),
+    ("²", "Pick a take"), ("9" * 5000, "Pick a take"),
     ("SELF", "compared with itself"), (2**40, "no longer exists"),
 ])
 def test_compare_with_a_bad_choice_gets_a_sentence(studio: Studio, owner: tuple[str, int],
