@@ -139,8 +139,8 @@ class CreativeActions:
                              tuple(part.id for part in parts))
         if take.batch_id:
             batch = self.store.batch(take.owner, take.batch_id)
-            items = tuple((self._poster(member), f"seed {member.seed} · #{member.id} "
-                           f"{_state(member)}") for member in batch)
+            items = tuple((self._poster(member), f"#{member.id} {_state(member)} · seed "
+                           f"{member.seed}") for member in batch)
             return GroupView("variations", f"Variations ({len(batch)} seeds): pick one to keep, "
                              "remix or extend", items, tuple(member.id for member in batch))
         return GroupView()

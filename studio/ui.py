@@ -240,7 +240,7 @@ def build_ui(handlers: Handlers) -> gr.Blocks:
                 share_image = gr.Checkbox(False, label="Show the start image on the share page",
                                           elem_id="share-image", container=False, visible=False)
                 with gr.Column(visible=False, elem_id="take-group") as group_box:
-                    group = gr.Gallery(label="Variations", columns=4, height=210,
+                    group = gr.Gallery(label="Variations", columns=4, height=240,
                                        allow_preview=False, object_fit="cover",
                                        elem_id="group-tiles")
                     keep_only = gr.Button("Keep only this one", size="sm", elem_id="keep-only",
