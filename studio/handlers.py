@@ -248,7 +248,7 @@ class Handlers(CreativeActions):
                                f"--weights {variant_id}=PATH_OR_HUB_ID.", "variant")
         defaults = self.defaults(variant_id) if variant_id in VARIANTS else None
         made = forms.request_from_form(form, defaults)
-        forms.variation_count(form)
+        forms.variation_count(form)  # checked with the rest, so its sentence shows beside Generate
         self.limits.check_work(made.request, self.manager.device())
         self._check_loras(made.request)
         return made
