@@ -42,12 +42,13 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import storage  # noqa: E402
+from postgres_admin import admin_sql, with_database  # noqa: E402
 
 DATABASE_ENV = "WAN_STUDIO_TEST_DATABASE_URL"
 OWNERS = 8
@@ -87,11 +88,8 @@ class Backend:
         self._dbname: str | None = None
         if admin_url:
             self._dbname = f"wan_bench_{secrets.token_hex(5)}"
-            _admin_sql(admin_url, f'CREATE DATABASE "{self._dbname}"')
-            from sqlalchemy import make_url
-
-            self.url = make_url(admin_url).set(database=self._dbname).render_as_string(
-                hide_password=False)
+            admin_sql(admin_url, f'CREATE DATABASE "{self._dbname}"')
+            self.url = with_database(admin_url, self._dbname)
 
     def open(self, exclusive: bool = False) -> storage.Database:
         """The database, migrated (SQLite beside others: never the folder's lock)."""
@@ -100,18 +98,7 @@ class Backend:
     def drop(self) -> None:
         """Remove the PostgreSQL database made for this measurement."""
         if self._dbname and self.admin_url:
-            _admin_sql(self.admin_url, f'DROP DATABASE IF EXISTS "{self._dbname}" WITH (FORCE)')
-
-
-def _admin_sql(url: str, statement: str) -> None:
-    from sqlalchemy import create_engine
-
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
+            admin_sql(self.admin_url, f'DROP DATABASE IF EXISTS "{self._dbname}" WITH (FORCE)')
 
 
 def postgres_reason(url: str | None) -> str | None:

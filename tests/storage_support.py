@@ -11,6 +11,7 @@ from typing import Iterator
 
 import pytest
 from PIL import Image
+from postgres_admin import admin_sql, with_database
 
 import storage
 
@@ -64,10 +65,10 @@ def postgres_template() -> str:
     if not admin:
         pytest.skip(NO_POSTGRES)
     name = f"wan_template_{secrets.token_hex(4)}"
-    _admin_sql(admin, f'CREATE DATABASE "{name}"')
-    storage.Database.open(Path(tempfile_dir()) / "template", url=_with_database(admin, name)).close()
+    admin_sql(admin, f'CREATE DATABASE "{name}"')
+    storage.Database.open(Path(tempfile_dir()) / "template", url=with_database(admin, name)).close()
     yield name
-    _admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -77,11 +78,11 @@ def postgres_database(template: str) -> Iterator[str]:
 
     admin = os.environ[POSTGRES_ENV]
     name = f"wan_test_{secrets.token_hex(6)}"
-    _admin_sql(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    admin_sql(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
-        yield _with_database(admin, name)
+        yield with_database(admin, name)
     finally:
-        _admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def open_backend(backend: str, folder: Path, template: Path | str | None) -> Iterator[storage.Database]:
@@ -94,23 +95,6 @@ def open_backend(backend: str, folder: Path, template: Path | str | None) -> Ite
         folder.mkdir(parents=True, exist_ok=True)
         with storage.Database.open(folder, url=url) as database:
             yield database
-
-
-def _with_database(url: str, name: str) -> str:
-    from sqlalchemy import make_url
-
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-def _admin_sql(url: str, statement: str) -> None:
-    from sqlalchemy import create_engine
-
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
 
 
 def tempfile_dir() -> str:

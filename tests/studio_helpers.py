@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from studio import forms
 
@@ -35,3 +36,16 @@ def free_port() -> int:
 def weights_map(tiny_weights: Mapping[str, Path]) -> dict[str, str]:
     """The tiny_weights fixture as the `weights` mapping build_studio takes."""
     return {variant: str(folder) for variant, folder in tiny_weights.items()}
+
+
+def wait_for(condition: Callable[[], Any], seconds: float, why: Callable[[], str] = lambda: "",
+             poll_s: float = 0.2) -> Any:
+    """Poll `condition` until it gives a true value (returned), or fail after `seconds` with the
+    tail of `why()` (a log, say)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {seconds} s\n{why()[-3000:]}")

@@ -31,7 +31,7 @@ from pipelines.recipe import Recipe
 from pipelines.request import build_request
 from pipelines.stream import event_stream
 from pipelines.variants import VARIANTS
-from studio_helpers import free_port
+from studio_helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TAKE = {"variant": "t2v-a14b", "prompt": "a red ball rolls across the meadow", "width": 64,
@@ -142,13 +142,13 @@ def test_torchrun_worker_runs_a_take_on_two_ranks_and_stops_in_step(
                  "--weights", f"t2v-a14b={tiny_weights['t2v-a14b']}"],
                 cwd=ROOT, env=env, stdout=sink, stderr=sink)
         try:
-            done = _wait(lambda: (t := store.find_take(first)).finished and t, 240, log)
+            done = wait_for(lambda: (t := store.find_take(first)).finished and t, 240, log.read_text)
             assert done.status == "completed" and store.media_of(done, "video") is not None
             long = store.submit_take("alice", project, Recipe(request(seed=2, steps=100, width=128,
                                                                       height=128)).to_dict()).id
-            _wait(lambda: store.find_take(long).step >= 2, 120, log)
+            wait_for(lambda: store.find_take(long).step >= 2, 120, log.read_text)
             torchrun.send_signal(signal.SIGTERM)  # torchrun passes it on to every rank
-            stopped = _wait(lambda: (t := store.find_take(long)).finished and t, 60, log)
+            stopped = wait_for(lambda: (t := store.find_take(long)).finished and t, 60, log.read_text)
             assert stopped.status == "cancelled", stopped
             torchrun.wait(timeout=60)
         finally:
@@ -157,16 +157,6 @@ def test_torchrun_worker_runs_a_take_on_two_ranks_and_stops_in_step(
     text = log.read_text()
     assert "running t2v-a14b across 2 GPUs (cpu, context parallel)" in text
     assert "rank 1: signal 15; stopping when rank 0 does" in text
-
-
-def _wait(condition: Any, seconds: float, log: Path) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {seconds} s\n{log.read_text()[-3000:]}")
 
 
 # Rank 0's stream, without processes ----------------------------------------------------------------

@@ -19,7 +19,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import psutil
 import pytest
 from gradio_client import Client
 from PIL import Image
-from studio_helpers import TINY, form_values, free_port, weights_map
+from studio_helpers import TINY, form_values, free_port, wait_for, weights_map
 
 import storage
 from pipelines.events import StepEvent
@@ -358,10 +357,10 @@ def test_per_owner_queue_and_work_limits_and_an_operator_cancel(served: Served) 
                                   daemon=True)
         thread.start()
         threads.append(thread)
-        _wait(lambda index=index: streams[index], 60)
+        wait_for(lambda index=index: streams[index], 60, poll_s=0.05)
     message = app_error(served, settings(), owner, api_name="/generate")
     assert "already have 2 takes queued or running" in message
-    _wait(lambda: any(u["event"] == "step" for u in streams[0]), 60)
+    wait_for(lambda: any(u["event"] == "step" for u in streams[0]), 60, poll_s=0.05)
     running, queued = streams[0][0]["take_id"], streams[1][0]["take_id"]
     for take_id in (queued, running):  # the operator, from a shell beside the running studio
         result = subprocess.run([sys.executable, "app.py", "admin", "--data-dir",
@@ -379,13 +378,6 @@ def test_per_owner_queue_and_work_limits_and_an_operator_cancel(served: Served) 
            2, "one sentence each, saying the limit")
     record("`app.py admin cancel` on another owner's queued and running takes", 2,
            "queued one cancelled at once, running one within a step")
-
-
-def _wait(condition: Any, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 # -- 5. the share page's address -----------------------------------------------------------------

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -20,7 +19,7 @@ from storage_support import postgres_database, postgres_template  # noqa: F401 (
 
 import storage
 from studio.owners import new_owner_key
-from studio_helpers import TINY, free_port
+from studio_helpers import TINY, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 LEASE_S = "3"
@@ -91,16 +90,6 @@ class Cluster:
             worker.stop()
         self.web.stop()
         self.store.db.close()
-
-
-def wait_for(condition: Callable[[], Any], seconds: float, why: Callable[[], str] = lambda: "") -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {seconds} s\n{why()[-3000:]}")
 
 
 def _listening(port: int) -> bool:
