@@ -395,20 +395,8 @@ def vae_decode_peak(shapes: ModelShapes, width: int, height: int, frames: int,
     return max(during, blending)
 
 
-@lru_cache(maxsize=64)
 def _traced_decode(config: Config, t: int, h: int, w: int) -> int:
-    import torch
-
-    vae = _meta_vae(config)
-    saved = vae.use_tiling
-    vae.use_tiling = False
-    latents = torch.empty(1, int(dict(config)["z_dim"]), t, h, w, device="meta")
-    try:
-        with torch.no_grad(), ActivationTracker() as tracker:
-            vae.decode(latents, return_dict=False)
-    finally:
-        vae.use_tiling = saved
-    return tracker.peak
+    return _traced_vae(config, "decode", (1, int(dict(config)["z_dim"]), t, h, w))
 
 
 def vae_encode_peak(shapes: ModelShapes, width: int, height: int, frames: int,
@@ -423,17 +411,22 @@ def vae_encode_peak(shapes: ModelShapes, width: int, height: int, frames: int,
     return _traced_encode(shapes.vae, frames, height, width)
 
 
-@lru_cache(maxsize=32)
 def _traced_encode(config: Config, frames: int, height: int, width: int) -> int:
+    return _traced_vae(config, "encode", (1, 3, frames, height, width))
+
+
+@lru_cache(maxsize=96)
+def _traced_vae(config: Config, method: str, shape: tuple[int, ...]) -> int:
+    """Peak activation bytes of one untiled VAE `encode` or `decode` of a meta tensor of `shape`."""
     import torch
 
     vae = _meta_vae(config)
     saved = vae.use_tiling
     vae.use_tiling = False
-    video = torch.empty(1, 3, frames, height, width, device="meta")
+    tensor = torch.empty(*shape, device="meta")
     try:
         with torch.no_grad(), ActivationTracker() as tracker:
-            vae.encode(video, return_dict=False)
+            getattr(vae, method)(tensor, return_dict=False)
     finally:
         vae.use_tiling = saved
     return tracker.peak

@@ -197,19 +197,19 @@ def share_routes(find: Finder, base_url: Callable[[Request], str] | None = None)
             return await missing(request)
         return serve_file(take.video, "video/mp4")
 
-    async def poster(request: Request) -> Response:
+    async def picture(request: Request, which: str) -> Response:
         take = lookup(request)
-        kind = image_type(take.poster) if take and take.poster else None
-        if take is None or take.poster is None or kind is None or not take.poster.is_file():
+        path = getattr(take, which) if take is not None else None
+        kind = image_type(path) if path else None
+        if path is None or kind is None or not path.is_file():
             return await missing(request)
-        return serve_file(take.poster, kind)
+        return serve_file(path, kind)
+
+    async def poster(request: Request) -> Response:
+        return await picture(request, "poster")
 
     async def image(request: Request) -> Response:
-        take = lookup(request)
-        kind = image_type(take.image) if take and take.image else None
-        if take is None or take.image is None or kind is None or not take.image.is_file():
-            return await missing(request)
-        return serve_file(take.image, kind)
+        return await picture(request, "image")
 
     async def stylesheet(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "share.css", media_type="text/css", headers=SECURITY_HEADERS)
