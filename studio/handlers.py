@@ -34,6 +34,7 @@ from .owners import StudioSecrets, ensure_owner_key, legacy_account_owner_key
 from .progress_view import message_html
 from .scratch import ScratchSpace
 from .share import share_url
+from .shots import shown_video
 from .take_events import TakeEvent
 from .views import ViewCopies
 
@@ -421,8 +422,7 @@ class Handlers(CreativeActions):
         take = self.store.get_take(owner, int(take_id))
         if take is None:
             return TakeView()
-        # an extension plays its whole shot; each part's own video is a tile of the shot's group
-        video = self.store.media_of(take, "shot") or self.store.media_of(take, "video")
+        video = shown_video(self.store, take)  # each part's own video is a tile of its group
         link = self.store.live_link(owner, take.id) if take.status == "completed" else None
         url = share_url(_public_base(base_url), link.token) if link else ""
         return TakeView(take.id, self.views.of(video) if video else None, details_html(take),

@@ -35,6 +35,7 @@ from storage import StorageError, Store, TakeStatus
 from storage.validation import is_token_shaped
 
 from . import hosting
+from .shots import shown_video
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +235,7 @@ def storage_finder(store: Store) -> Finder:
         if shared is None:
             return None
         take, link = shared
-        # an extension's link shares its whole shot, as the studio's player shows it
-        video = store.media_of(take, "shot") or store.media_of(take, "video")
+        video = shown_video(store, take)  # an extension's link shares its whole shot
         if take.status != TakeStatus.COMPLETED or video is None or take.media_missing:
             return None  # a page whose video is gone answers 404, as its video does
         try:

@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 MAX_SHOT_BYTES = 6 * 2**30  # frames held at once while joining (720p x 81 frames is 0.2 GiB a part)
 
 
+def shown_video(store: storage.Store, take: storage.TakeRecord) -> Path | None:
+    """The video a take plays as, in the studio and on its share page: an extension's whole
+    shot when it has one, else its own video (None when neither is on disk)."""
+    return store.media_of(take, "shot") or store.media_of(take, "video")
+
+
 def shot_parts_of(store: storage.Store, take: storage.TakeRecord) -> list[storage.TakeRecord]:
     """The takes of the shot that `take` ends: its chain of extensions back to where it began."""
     lineage = store.lineage(take.owner, take.id)
