@@ -74,7 +74,7 @@ def main() -> None:
     engine_median = statistics.median(times["engine"])
     print(f"{args.variant} {args.size}x{args.size} {args.frames} frames {args.steps} steps, "
           f"{args.runs} alternating runs each (torch threads 2)")
-    print(f"| path | median s | min s | max s |\n|---|---|---|---|")
+    print("| path | median s | min s | max s |\n|---|---|---|---|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | {max(values):.3f} |")
     pairs = [e / b for b, e in zip(times["bare"], times["engine"])]

@@ -51,7 +51,7 @@ from pipelines.manager import ModelManager  # noqa: E402
 from pipelines.memory import (GIB, REAL_SHAPES, ModelShapes, frozen, vae_decode_peak,  # noqa: E402
                               weight_bytes)
 from pipelines.presets import get_preset  # noqa: E402
-from pipelines.profiles import PROFILES, Profile, estimate  # noqa: E402
+from pipelines.profiles import PROFILES, estimate  # noqa: E402
 from pipelines.request import PreviewSettings, build_request  # noqa: E402
 from pipelines.variants import get_variant  # noqa: E402
 

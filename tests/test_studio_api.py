@@ -13,7 +13,7 @@ from gradio_client import Client
 
 import storage
 from studio.owners import new_owner_key
-from studio.server import QUEUE_SLOTS, Studio, build_studio, launch_kwargs
+from studio.server import QUEUE_SLOTS, build_studio, launch_kwargs
 from studio_helpers import TINY, free_port, weights_map
 
 
